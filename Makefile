@@ -1,0 +1,52 @@
+# modelops — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+UV          := .tools/bin/uv
+PYTEST      := $(VENV)/bin/pytest
+STAMP       := $(VENV)/.modelops-installed
+# Python packages checked by ruff and mypy.
+PACKAGES    := trainer/src
+export MODELOPS_STATE_DIR ?= $(CURDIR)/.modelops
+DURATION    ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install lint format test test-unit test-integration bench demo clean
+
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): uv.lock pyproject.toml hack/bootstrap.sh hack/apt-packages.txt $(wildcard */pyproject.toml) $(wildcard hack/*/pyproject.toml)
+	@hack/bootstrap.sh all
+	@touch $@
+
+install: $(STAMP) ## Install everything the project needs (venv, packages, Debian tools); idempotent.
+
+lint: install ## Run ruff and mypy on every package.
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/mypy $(PACKAGES)
+
+format: install ## Reformat the code with ruff.
+	@$(VENV)/bin/ruff format .
+	@$(VENV)/bin/ruff check --fix .
+
+test: install lint ## Run every test tier (unit, integration) after lint.
+	@$(PYTEST) $(PYTEST_ARGS)
+
+test-unit: install ## Run only the fast unit tests.
+	@$(PYTEST) -m unit $(PYTEST_ARGS)
+
+test-integration: install ## Run only the integration tests.
+	@$(PYTEST) -m integration $(PYTEST_ARGS)
+
+bench: install ## Run the benchmarks and print figures with ratios to their baselines.
+	@$(PY) bench/run.py
+
+demo: install ## Train, gate and report a model version in $$MODELOPS_STATE_DIR (DURATION=s bounds a run).
+	@$(PY) hack/demo.py $(if $(DURATION),--duration $(DURATION))
+
+clean: ## Remove the venv, tool caches and the demo state.
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .modelops
