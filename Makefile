@@ -8,7 +8,7 @@ UV          := .tools/bin/uv
 PYTEST      := $(VENV)/bin/pytest
 STAMP       := $(VENV)/.modelops-installed
 # Python packages checked by ruff and mypy.
-PACKAGES    := trainer/src
+PACKAGES    := trainer/src model-server/src loadgen/src operator/src hack/testenv/src
 export MODELOPS_STATE_DIR ?= $(CURDIR)/.modelops
 DURATION    ?=
 PYTEST_ARGS ?=

@@ -1,0 +1,1 @@
+"""modelops load generator: open-loop rate control, honest latency, seed payloads, metrics"""

@@ -1,0 +1,1 @@
+"""modelops model server: seed-compatible and Open Inference Protocol v2 API for one model version"""

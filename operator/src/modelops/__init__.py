@@ -1,0 +1,1 @@
+"""modelops operator and local mode: ModelDeployment reconciliation and the modelops CLI."""
