@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="also write the JSON summary here (e.g. /dev/termination-log)",
     )
+    train.add_argument(
+        "--emit-artifact",
+        action="store_true",
+        help="print the artifact as one framed line (for the operator to read from the pod "
+        "log) and embed it in the summary when that still fits in 4096 bytes",
+    )
 
     gate = sub.add_parser("gate", help="decide whether a candidate may replace the serving model")
     gate.add_argument(
@@ -166,7 +172,15 @@ def _run_train(args: argparse.Namespace) -> int:
         print(f"modelops-trainer: error: {exc}", file=sys.stderr)
         _emit(failure_summary(args.version, reason, str(exc)), args.result_file)
         return EXIT_FAILED
-    _emit(result_summary(result), args.result_file)
+    summary = result_summary(result)
+    if args.emit_artifact:
+        from . import bundle
+        from .train import RESULT_LIMIT_BYTES
+
+        packed = bundle.pack(result.artifact)
+        print(bundle.log_line(packed))
+        summary = bundle.attach(summary, packed, RESULT_LIMIT_BYTES)
+    _emit(summary, args.result_file)
     return EXIT_OK
 
 
