@@ -58,11 +58,12 @@ def train(config: TrainConfig) -> TrainResult:
     x_train, x_test, y_train, y_test = _split(dataset, config.test_size, config.seed)
     try:
         pipeline.fit(x_train, y_train)
+        # Some estimators (KNN) only check their parameters against the data at predict time.
+        metrics = evaluate(pipeline, x_train, y_train, x_test, y_test)
     except ValueError as exc:
         raise ParamError(
             f"training {config.algorithm} failed: {str(exc).splitlines()[0]}"
         ) from None
-    metrics = evaluate(pipeline, x_train, y_train, x_test, y_test)
     metadata = build_metadata(config, dataset, metrics, len(y_train), len(y_test))
     artifact = write_artifact(config.output_dir, config.version, pipeline, metadata)
     return TrainResult(artifact=artifact, metadata=read_metadata(artifact))
