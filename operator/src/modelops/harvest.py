@@ -1,0 +1,162 @@
+"""Reading a finished trainer Job's result (pure: the API module supplies the objects).
+
+The trainer writes a JSON summary to its termination message; the artifact rides in it when it
+fits, else in one framed line of the pod log. The operator only reads (no trainer API writes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from modelops_trainer import bundle
+from modelops_trainer.artifact import ArtifactError
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    version: str
+    accuracy: float
+    metadata: dict[str, Any]
+    model: bytes
+
+
+@dataclass(frozen=True)
+class Failed:
+    version: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NeedsLog:
+    """The summary is there but the artifact is not: read this pod's log and try again."""
+
+    pod: str
+
+
+Outcome = Succeeded | Failed | NeedsLog
+
+
+def job_finished(job: Mapping[str, Any]) -> str | None:
+    """'Complete', 'Failed' or None (still running) from the Job's conditions."""
+    for condition in job.get("status", {}).get("conditions") or []:
+        if condition.get("status") == "True" and condition.get("type") in ("Complete", "Failed"):
+            return str(condition["type"])
+    return None
+
+
+def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    for condition in job.get("status", {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return dict(condition)
+    return {}
+
+
+def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == "trainer":
+            terminated = (status.get("state") or {}).get("terminated")
+            if terminated:
+                return dict(terminated)
+    return None
+
+
+def _latest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    ended = [p for p in pods if _terminated(p) is not None]
+    if not ended:
+        return None
+    return max(ended, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+
+
+def read_outcome(
+    version: str,
+    job: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    log: str | None = None,
+) -> Outcome | None:
+    """The result of a finished trainer Job, or None while it runs."""
+    finished = job_finished(job)
+    if finished is None:
+        return None
+    pod = _latest(pods)
+    terminated = _terminated(pod) if pod is not None else None
+    message = (terminated or {}).get("message") or ""
+    summary: dict[str, Any] | None
+    try:
+        loaded = json.loads(message) if message.strip().startswith("{") else None
+        summary = loaded if isinstance(loaded, dict) else None
+    except json.JSONDecodeError:
+        summary = None
+    if summary is None:
+        if finished == "Failed":
+            condition = _job_condition(job, "Failed")
+            reason = str(condition.get("reason") or "TrainingFailed")
+            if reason == "DeadlineExceeded":
+                return Failed(
+                    version,
+                    reason,
+                    f"training of {version} ran longer than spec.training.timeoutSeconds; "
+                    "raise it or choose a cheaper algorithm, then set a new modelVersion",
+                )
+            detail = ""
+            if terminated:
+                detail = (
+                    f"trainer container ended with {terminated.get('reason', 'an error')} "
+                    f"(exit code {terminated.get('exitCode')})"
+                )
+                tail = message.strip().splitlines()[-1:] if message.strip() else []
+                if tail:
+                    detail += f": {tail[0][:300]}"
+            else:
+                detail = str(condition.get("message") or "the trainer Job failed")
+            return Failed(version, "TrainerCrashed" if terminated else reason, detail)
+        return Failed(
+            version,
+            "NoResult",
+            f"the trainer Job of {version} completed without a result summary in its "
+            "termination message; check the trainer image version",
+        )
+    if summary.get("status") != "Succeeded":
+        return Failed(
+            version,
+            str(summary.get("reason") or "TrainingFailed"),
+            str(summary.get("message") or "training failed without a message"),
+        )
+    packed = summary.get(bundle.SUMMARY_KEY)
+    if not packed:
+        if log is None:
+            assert pod is not None  # a summary came from a pod
+            return NeedsLog(str(pod["metadata"]["name"]))
+        packed = bundle.find_in_log(log)
+        if not packed:
+            return Failed(
+                version,
+                "ArtifactUnavailable",
+                f"the trainer log of {version} has no artifact line (log rotated or pod "
+                "gone); set a new modelVersion to train again",
+            )
+    try:
+        metadata, model = bundle.unpack(str(packed))
+    except ArtifactError as exc:
+        return Failed(version, "ArtifactCorrupt", str(exc))
+    if metadata.get("model_sha256") != summary.get("modelSha256"):
+        return Failed(
+            version,
+            "ArtifactCorrupt",
+            "the artifact does not match the modelSha256 the trainer reported",
+        )
+    if metadata.get("version") != version:
+        return Failed(
+            version,
+            "ArtifactCorrupt",
+            f"the artifact is of version {metadata.get('version')!r}, expected {version!r}",
+        )
+    return Succeeded(
+        version=version,
+        accuracy=float(metadata["metrics"]["test_accuracy"]),
+        metadata=metadata,
+        model=model,
+    )

@@ -1,0 +1,496 @@
+"""Pure functions that render the children of a ModelDeployment.
+
+No I/O here: every function takes the custom resource (a dict as the API server returns it),
+the typed spec and the operator settings, and returns plain manifests. Tests call them directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from modelops_trainer import bundle
+
+from .settings import Settings
+from .spec import API_VERSION, KIND, ModelDeploymentSpec
+
+Manifest = dict[str, Any]
+
+MANAGED_BY = "modelops"
+LABEL_NAME = "modelops.dev/name"
+LABEL_VERSION = "modelops.dev/version"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# The bundled Prometheus keeps targets with this pod label (docs/scrape-contract.md).
+LABEL_SCRAPE = "modelops.dev/scrape"
+ANNOTATION_ACCURACY = "modelops.dev/accuracy"
+ANNOTATION_SHA256 = "modelops.dev/model-sha256"
+ANNOTATION_TRAINED_AT = "modelops.dev/trained-at"
+
+COMPONENT_TRAINER = "trainer"
+COMPONENT_MODEL = "model"
+COMPONENT_SERVER = "server"
+COMPONENT_LOADGEN = "loadgen"
+
+MODELS_MOUNT = "/models"
+WORK_MOUNT = "/work"
+DATA_MOUNT = "/data"
+RUN_AS = 65532  # the conventional "nonroot" uid/gid of distroless-style images
+
+LOADGEN_RESOURCES = {
+    "requests": {"cpu": "20m", "memory": "64Mi"},
+    "limits": {"cpu": "500m", "memory": "256Mi"},
+}
+
+
+# Names --------------------------------------------------------------------------------------
+
+
+def job_name(name: str, version: str) -> str:
+    return f"{name}-train-{version}"
+
+
+def artifact_name(name: str, version: str) -> str:
+    return f"{name}-model-{version}"
+
+
+def server_name(name: str) -> str:
+    return f"{name}-server"
+
+
+def service_name(name: str) -> str:
+    return name
+
+
+def loadgen_name(name: str) -> str:
+    return f"{name}-loadgen"
+
+
+def monitor_name(name: str) -> str:
+    return name
+
+
+def server_selector(name: str) -> dict[str, str]:
+    return {LABEL_NAME: name, LABEL_COMPONENT: COMPONENT_SERVER}
+
+
+def selector_string(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def endpoint(name: str, namespace: str, port: int) -> str:
+    return f"http://{service_name(name)}.{namespace}.svc:{port}"
+
+
+# Metadata -----------------------------------------------------------------------------------
+
+
+def labels(name: str, component: str, version: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": f"modelops-{component}",
+        "app.kubernetes.io/instance": name,
+        LABEL_COMPONENT: component,
+        "app.kubernetes.io/part-of": "modelops",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_NAME: name,
+    }
+    if version is not None:
+        out[LABEL_VERSION] = version
+        out["app.kubernetes.io/version"] = version
+    return out
+
+
+def owner_reference(cr: Mapping[str, Any]) -> dict[str, Any]:
+    meta = cr["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(
+    cr: Mapping[str, Any],
+    name: str,
+    component: str,
+    version: str | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": cr["metadata"]["namespace"],
+        "labels": labels(cr["metadata"]["name"], component, version),
+        "ownerReferences": [owner_reference(cr)],
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return meta
+
+
+# Pods ---------------------------------------------------------------------------------------
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _tmp_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    # Read-only root FS: Python and joblib still need a writable /tmp.
+    return (
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "tmp", "mountPath": "/tmp"},
+    )
+
+
+def _pod_spec(containers: list[dict[str, Any]], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        # None of the workloads talks to the API server.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+        "containers": containers,
+        "volumes": volumes,
+    }
+
+
+def _env(values: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in values.items()]
+
+
+# Trainer Job --------------------------------------------------------------------------------
+
+
+def trainer_args(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> list[str]:
+    training = spec.training
+    dataset = training.dataset
+    if dataset.url:
+        source = dataset.url
+    elif dataset.config_map:
+        source = f"{DATA_MOUNT}/{dataset.config_map_key}"
+    else:
+        source = f"builtin:{dataset.builtin or 'iris'}"
+    return [
+        "train",
+        "--version",
+        spec.model_version,
+        "--name",
+        cr["metadata"]["name"],
+        "--output-dir",
+        f"{WORK_MOUNT}/models",
+        "--algorithm",
+        training.algorithm,
+        "--params-json",
+        json.dumps(training.hyperparameters, sort_keys=True, separators=(",", ":")),
+        "--dataset",
+        source,
+        "--test-size",
+        repr(training.test_size),
+        "--seed",
+        str(training.seed),
+        "--result-file",
+        "/dev/termination-log",
+        "--emit-artifact",
+    ]
+
+
+def trainer_job(cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Settings) -> Manifest:
+    """The Job that trains ``spec.model_version`` (immutable: one per version, never retried)."""
+    name = cr["metadata"]["name"]
+    version = spec.model_version
+    tmp_volume, tmp_mount = _tmp_volume()
+    volumes = [tmp_volume, {"name": "work", "emptyDir": {"sizeLimit": "1Gi"}}]
+    mounts = [tmp_mount, {"name": "work", "mountPath": WORK_MOUNT}]
+    if spec.training.dataset.config_map:
+        volumes.append(
+            {
+                "name": "dataset",
+                "configMap": {
+                    "name": spec.training.dataset.config_map,
+                    "items": [
+                        {
+                            "key": spec.training.dataset.config_map_key,
+                            "path": spec.training.dataset.config_map_key,
+                        }
+                    ],
+                },
+            }
+        )
+        mounts.append({"name": "dataset", "mountPath": DATA_MOUNT, "readOnly": True})
+    container = {
+        "name": "trainer",
+        "image": settings.trainer_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["modelops-trainer"],
+        "args": trainer_args(cr, spec),
+        "env": _env({"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}),
+        # The summary (and the artifact when it fits) is the termination message; when the
+        # trainer dies before writing it (OOM, crash) the log tail explains why.
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": spec.training.resources.to_dict(),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }
+    pod_labels = labels(name, COMPONENT_TRAINER, version)
+    pod_spec = _pod_spec([container], volumes)
+    pod_spec["restartPolicy"] = "Never"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(cr, job_name(name, version), COMPONENT_TRAINER, version),
+        "spec": {
+            # A failed training is reported, not retried: the user fixes the spec and names a
+            # new version.
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": spec.training.timeout_seconds,
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+# Model artifact -----------------------------------------------------------------------------
+
+
+def artifact_configmap(
+    cr: Mapping[str, Any], version: str, metadata: Mapping[str, Any], model: bytes
+) -> Manifest:
+    """One immutable ConfigMap per version: the exact files the server loads."""
+    name = cr["metadata"]["name"]
+    annotations = {
+        ANNOTATION_ACCURACY: repr(float(metadata["metrics"]["test_accuracy"])),
+        ANNOTATION_SHA256: str(metadata["model_sha256"]),
+        ANNOTATION_TRAINED_AT: str(metadata.get("created_at", "")),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(
+            cr, artifact_name(name, version), COMPONENT_MODEL, version, annotations
+        ),
+        "immutable": True,
+        "data": {"metadata.json": bundle.metadata_text(dict(metadata))},
+        "binaryData": {
+            str(metadata.get("model_file", "model.joblib")): base64.b64encode(model).decode()
+        },
+    }
+
+
+# Server -------------------------------------------------------------------------------------
+
+
+def _scrape_annotations(port: int) -> dict[str, str]:
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def server_deployment(
+    cr: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    settings: Settings,
+    version: str,
+    model_sha256: str,
+) -> Manifest:
+    """Model-server Deployment running ``version`` (surge rollout: no downtime)."""
+    name = cr["metadata"]["name"]
+    port = spec.serving.port
+    artifact_dir = f"{MODELS_MOUNT}/{version}"
+    tmp_volume, tmp_mount = _tmp_volume()
+    probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5}
+    container = {
+        "name": "server",
+        "image": spec.serving.image or settings.server_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["modelops-server"],
+        "env": _env(
+            {
+                "MODELOPS_SERVER_ARTIFACT_DIR": artifact_dir,
+                "MODELOPS_SERVER_MODEL_NAME": name,
+                "MODELOPS_SERVER_PORT": str(port),
+                "MODELOPS_SERVER_MAX_BATCH_SIZE": str(spec.serving.max_batch_size),
+                "HOME": "/tmp",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        ),
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 2,
+            "failureThreshold": 60,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {**probe, "failureThreshold": 2},
+        "resources": spec.serving.resources.to_dict(),
+        "securityContext": container_security_context(),
+        "volumeMounts": [
+            tmp_mount,
+            {"name": "model", "mountPath": artifact_dir, "readOnly": True},
+        ],
+    }
+    volumes = [
+        tmp_volume,
+        {
+            "name": "model",
+            "configMap": {"name": artifact_name(name, version), "defaultMode": 0o444},
+        },
+    ]
+    pod_labels = {**labels(name, COMPONENT_SERVER, version), LABEL_SCRAPE: "true"}
+    pod_annotations = {**_scrape_annotations(port), ANNOTATION_SHA256: model_sha256}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(cr, server_name(name), COMPONENT_SERVER, version),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": server_selector(name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                # New pods must be ready (model loaded and warmed) before an old one goes.
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "revisionHistoryLimit": 3,
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+                "spec": _pod_spec([container], volumes),
+            },
+        },
+    }
+
+
+def service(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> Manifest:
+    name = cr["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(cr, service_name(name), COMPONENT_SERVER),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": server_selector(name),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": spec.serving.port,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+# Load generator -----------------------------------------------------------------------------
+
+
+def loadgen_deployment(
+    cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Settings
+) -> Manifest | None:
+    """The load generator at ``spec.loadRate``; None at rate 0 (no Deployment at all)."""
+    if spec.load_rate <= 0:
+        return None
+    name = cr["metadata"]["name"]
+    metrics_port = settings.loadgen_metrics_port
+    tmp_volume, tmp_mount = _tmp_volume()
+    container = {
+        "name": "loadgen",
+        "image": settings.loadgen_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["modelops-loadgen"],
+        "env": _env(
+            {
+                "API_HOST": service_name(name),
+                "API_PORT": str(spec.serving.port),
+                "MODELOPS_LOADGEN_RATE": f"{spec.load_rate:g}",
+                "MODELOPS_LOADGEN_METRICS_PORT": str(metrics_port),
+                "MODELOPS_LOADGEN_PAYLOAD": spec.load_generator.payload,
+                "MODELOPS_LOADGEN_ENDPOINT": spec.load_generator.endpoint,
+                "HOME": "/tmp",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        ),
+        "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
+        "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10},
+        "resources": LOADGEN_RESOURCES,
+        "securityContext": container_security_context(),
+        "volumeMounts": [tmp_mount],
+    }
+    selector = {LABEL_NAME: name, LABEL_COMPONENT: COMPONENT_LOADGEN}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(cr, loadgen_name(name), COMPONENT_LOADGEN),
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": selector},
+            # One generator at a time, or the configured rate doubles during a rollout.
+            "strategy": {"type": "Recreate"},
+            "revisionHistoryLimit": 3,
+            "template": {
+                "metadata": {
+                    "labels": {**labels(name, COMPONENT_LOADGEN), LABEL_SCRAPE: "true"},
+                    "annotations": _scrape_annotations(metrics_port),
+                },
+                "spec": _pod_spec([container], [tmp_volume]),
+            },
+        },
+    }
+
+
+# Scrape config (prometheus-operator) --------------------------------------------------------
+
+
+def service_monitor(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> Manifest:
+    """ServiceMonitor for every server pod behind the Service (only when the CRD exists)."""
+    name = cr["metadata"]["name"]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": _metadata(cr, monitor_name(name), COMPONENT_SERVER),
+        "spec": {
+            "selector": {"matchLabels": {LABEL_NAME: name, LABEL_COMPONENT: COMPONENT_SERVER}},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": spec.scrape_interval}],
+        },
+    }
+
+
+def pod_monitor(cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Settings) -> Manifest:
+    """PodMonitor for the load generator (it has no Service)."""
+    name = cr["metadata"]["name"]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": _metadata(cr, loadgen_name(name), COMPONENT_LOADGEN),
+        "spec": {
+            "selector": {"matchLabels": {LABEL_NAME: name, LABEL_COMPONENT: COMPONENT_LOADGEN}},
+            "podMetricsEndpoints": [
+                {"port": "metrics", "path": "/metrics", "interval": spec.scrape_interval}
+            ],
+        },
+    }
