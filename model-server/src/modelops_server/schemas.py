@@ -1,0 +1,170 @@
+"""Request and response bodies: the seed's API, batch predict, Open Inference Protocol v2.
+
+Request models are strict: numbers must be JSON numbers (no numeric strings, no booleans),
+finite, and inside the physically sensible range of a flower part; unknown fields are refused
+so that a misspelt name is reported instead of silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter
+
+from .model import FEATURE_MAX_CM, FEATURE_MIN_CM
+
+Centimetres = Annotated[
+    float,
+    Strict(),
+    Field(
+        gt=FEATURE_MIN_CM,
+        le=FEATURE_MAX_CM,
+        allow_inf_nan=False,
+        description=f"centimetres, > {FEATURE_MIN_CM:g} and <= {FEATURE_MAX_CM:g}",
+    ),
+]
+FiniteNumber = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class PredictRequest(BaseModel):
+    """The seed's request: one flower's four measurements."""
+
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={
+            "examples": [
+                {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+            ]
+        },
+    )
+
+    sepal_length: Centimetres
+    sepal_width: Centimetres
+    petal_length: Centimetres
+    petal_width: Centimetres
+
+
+class PredictResponse(BaseModel):
+    species: str = Field(description="predicted class")
+    probability: float = Field(description="probability of the predicted class")
+    processing_time: float = Field(description="seconds spent validating and predicting")
+    model_version: str
+
+
+class BatchRequest(BaseModel):
+    model_config = _STRICT
+
+    instances: list[PredictRequest] = Field(
+        min_length=1, description="flowers to classify (at most MAX_BATCH_SIZE; 413 beyond)"
+    )
+
+
+class BatchPrediction(BaseModel):
+    species: str
+    probability: float
+
+
+class BatchResponse(BaseModel):
+    predictions: list[BatchPrediction]
+    processing_time: float
+    model_version: str
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response; ``error`` is the Open Inference Protocol's error field."""
+
+    error: str
+    kind: str
+    details: list[ErrorDetail] | None = None
+
+
+# Open Inference Protocol v2 ------------------------------------------------------------------
+
+
+class InferInput(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: str
+    shape: list[Annotated[int, Field(ge=0)]] = Field(description="[N, 4]")
+    datatype: str = Field(description="FP32 or FP64")
+    parameters: dict[str, Any] | None = None
+    data: list[FiniteNumber] | list[list[FiniteNumber]] = Field(
+        description="row-major values, flat or nested by row"
+    )
+
+
+class RequestedOutput(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: str = Field(description="predict or predict_proba")
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "inputs": [
+                        {
+                            "name": "input-0",
+                            "shape": [1, 4],
+                            "datatype": "FP64",
+                            "data": [5.1, 3.5, 1.4, 0.2],
+                        }
+                    ]
+                }
+            ]
+        },
+    )
+
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    inputs: list[InferInput] = Field(min_length=1, max_length=1)
+    outputs: list[RequestedOutput] | None = None
+
+
+class InferOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: dict[str, Any] | None = None
+    data: list[Any]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[InferOutput]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+    parameters: dict[str, Any] | None = None
+
+
+PREDICT_ADAPTER: TypeAdapter[PredictRequest] = TypeAdapter(PredictRequest)
+BATCH_ADAPTER: TypeAdapter[BatchRequest] = TypeAdapter(BatchRequest)
+INFER_ADAPTER: TypeAdapter[InferRequest] = TypeAdapter(InferRequest)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, BatchRequest, InferRequest)

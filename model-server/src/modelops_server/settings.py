@@ -1,0 +1,41 @@
+"""The server's settings: one class, environment variables prefixed ``MODELOPS_SERVER_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MODELOPS_SERVER_"
+
+
+class ServerSettings(BaseSettings):
+    """Every knob of the model server; CLI flags override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    artifact_dir: Path = Field(description="trainer artifact directory of one model version")
+    model_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="name served under /v2/models/{name}; default: the artifact's name",
+    )
+    host: str = Field(default="0.0.0.0", description="address to listen on")
+    port: int = Field(default=8000, ge=0, le=65535, description="port to listen on")
+    max_batch_size: int = Field(
+        default=1024, ge=1, le=1_000_000, description="most rows per batch or infer request"
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="largest request body accepted (bytes)"
+    )
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    access_log: bool = Field(default=False, description="log every request (costs throughput)")
+    metrics_enabled: bool = Field(
+        default=True, description="collect Prometheus metrics (off only to measure their cost)"
+    )
+    vectorised: bool = Field(
+        default=True, description="use the exact numpy predict path when the model allows it"
+    )
+    timeout_keep_alive: int = Field(default=5, ge=1, description="idle keep-alive (seconds)")
