@@ -1,0 +1,3 @@
+from modelops_loadgen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,259 @@
+"""A minimal HTTP/1.1 keep-alive client for the hot path: POST a body, get (status, body).
+
+Chosen by measurement over aiohttp and httpx (loadgen/README.md, "Why this client"): it does
+only what a load generator needs, so a request costs a fraction of a general client's CPU.
+Responses are parsed by httptools (the C parser uvicorn uses), so Content-Length, chunked and
+close-delimited bodies are all handled; connections are reused while the server keeps them
+alive. There are no retries: a request that fails, fails once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections import deque
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+import httptools
+
+from modelops_loadgen import __version__
+
+
+class HttpClientError(Exception):
+    """Base of the client's error vocabulary (each maps to one outcome)."""
+
+
+class ConnectError(HttpClientError):
+    """The connection could not be made (refused, unreachable, name not resolved)."""
+
+
+class DisconnectedError(HttpClientError):
+    """The connection broke before a full response arrived."""
+
+
+class ProtocolError(HttpClientError):
+    """The server's bytes are not a valid HTTP/1.x response."""
+
+
+class RequestTimeout(HttpClientError, TimeoutError):
+    """No full response within the timeout."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One request URL, pre-encoded: the head is built once, only Content-Length varies."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    head: bytes  # request line + fixed headers, up to "Content-Length: "
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = parts.hostname
+        host_header = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            host_header += f":{parts.port}"
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        head = (
+            f"POST {path} HTTP/1.1\r\n"
+            f"Host: {host_header}\r\n"
+            f"User-Agent: modelops-loadgen/{__version__}\r\n"
+            "Accept: application/json\r\n"
+            "Content-Type: application/json\r\n"
+            "Content-Length: "
+        ).encode("ascii")
+        return cls(url, parts.scheme, host, port, head)
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = (
+        "_body",
+        "_headers_done",
+        "_length_known",
+        "_parser",
+        "_waiter",
+        "closed",
+        "keep_alive",
+        "status",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._body: list[bytes] = []
+        self._headers_done = False
+        self._length_known = False
+        self.status = 0
+        self.keep_alive = True
+        self.closed = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses but have the same API.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Small request/response pairs: never wait for Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:
+            self.close()  # bytes nobody asked for: this connection is unusable
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ProtocolError(f"invalid HTTP response: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        # A response without Content-Length or chunking ends when the server closes.
+        if self._waiter is not None and self._headers_done and not self._length_known:
+            self.keep_alive = False
+            self._complete()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        reason = f": {exc}" if exc else ""
+        self._fail(DisconnectedError(f"connection closed before the response ended{reason}"))
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._body = []
+        self._headers_done = False
+        self._length_known = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self._length_known = True
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        self._headers_done = self.status < 100 or self.status >= 200
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.status < 200:
+            return  # an interim response; the real one follows
+        self.keep_alive = self._parser.should_keep_alive()
+        self._complete()
+
+    def _complete(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+            waiter.set_result((self.status, body))
+
+    # used by the pool
+    def _fail(self, exc: HttpClientError) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def send(self, data: bytes, waiter: asyncio.Future[tuple[int, bytes]]) -> None:
+        assert self.transport is not None
+        self._waiter = waiter
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _timeout_fired(fut: asyncio.Future[tuple[int, bytes]], timeout: float) -> None:
+    if not fut.done():
+        fut.set_exception(RequestTimeout(f"no complete response within {timeout:g} s"))
+
+
+class HttpClient:
+    """Keep-alive connection pool keyed by (scheme, host, port). One event loop only."""
+
+    def __init__(self, timeout: float, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.timeout = timeout
+        self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
+        self._all: set[_Connection] = set()
+        self._ssl = ssl_context
+
+    async def _connect(self, ep: Endpoint, deadline: float) -> _Connection:
+        loop = asyncio.get_running_loop()
+        ssl_ctx: ssl.SSLContext | None = None
+        if ep.scheme == "https":
+            ssl_ctx = self._ssl or ssl.create_default_context()
+        try:
+            async with asyncio.timeout_at(deadline):
+                _, proto = await loop.create_connection(_Connection, ep.host, ep.port, ssl=ssl_ctx)
+        except TimeoutError:
+            raise RequestTimeout(f"connecting to {ep.host}:{ep.port} timed out") from None
+        except OSError as exc:  # refused, unreachable, DNS (socket.gaierror)
+            raise ConnectError(f"cannot connect to {ep.host}:{ep.port}: {exc}") from None
+        self._all.add(proto)
+        return proto
+
+    async def post(self, ep: Endpoint, body: bytes) -> tuple[int, bytes]:
+        """Send one POST; returns (status, body) or raises an HttpClientError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        idle = self._idle.get(ep.key)
+        conn: _Connection | None = None
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                break
+            conn = None
+        if conn is None:
+            conn = await self._connect(ep, deadline)
+        fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        timer = loop.call_at(deadline, _timeout_fired, fut, self.timeout)
+        conn.send(ep.head + str(len(body)).encode() + b"\r\n\r\n" + body, fut)
+        try:
+            result = await fut
+        except BaseException:
+            conn.close()  # a half-used connection must not be reused
+            self._all.discard(conn)
+            raise
+        finally:
+            timer.cancel()
+        if conn.keep_alive and not conn.closed:
+            if idle is None:
+                idle = self._idle[ep.key] = deque()
+            idle.append(conn)
+        else:
+            conn.close()
+            self._all.discard(conn)
+        return result
+
+    def drop_idle(self, keep: set[tuple[str, str, int]]) -> None:
+        """Close idle connections to hosts no longer targeted."""
+        for key in [k for k in self._idle if k not in keep]:
+            for conn in self._idle.pop(key):
+                conn.close()
+                self._all.discard(conn)
+
+    async def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._all.clear()
+        self._idle.clear()
+        await asyncio.sleep(0)  # let transports run their close callbacks
