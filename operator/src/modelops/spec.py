@@ -147,7 +147,7 @@ class Serving:
 @dataclass(frozen=True)
 class LoadGenerator:
     payload: str = "uniform"
-    endpoint: str = "/predict"
+    endpoint: str = "predict"
 
 
 @dataclass(frozen=True)

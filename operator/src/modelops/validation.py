@@ -70,11 +70,12 @@ def _cel_program(rule: str) -> Any:
 
 
 def _cel(rule: str, value: Any) -> bool:
-    import celpy
+    from celpy.adapter import json_to_cel
+    from celpy.evaluation import CELEvalError
 
     try:
-        result = _cel_program(rule).evaluate({"self": celpy.json_to_cel(value)})
-    except celpy.CELEvalError:
+        result = _cel_program(rule).evaluate({"self": json_to_cel(value)})
+    except CELEvalError:
         return False  # the API server rejects an object whose rule cannot be evaluated
     return bool(result)
 
@@ -86,7 +87,9 @@ def _walk(value: Any, schema: dict[str, Any], path: str, errors: list[str]) -> N
             errors.append(f"{path}: Invalid value: null: {path} in body must not be null")
         return
     if not _type_ok(value, schema):
-        expected = "integer or string" if schema.get("x-kubernetes-int-or-string") else schema["type"]
+        expected = (
+            "integer or string" if schema.get("x-kubernetes-int-or-string") else schema["type"]
+        )
         errors.append(
             f'{path}: Invalid value: "{type(value).__name__}": {path} in body must be of '
             f"type {expected}: {_show(value)}"
@@ -99,8 +102,7 @@ def _walk(value: Any, schema: dict[str, Any], path: str, errors: list[str]) -> N
     if isinstance(value, str):
         if "pattern" in schema and not re.search(schema["pattern"], value):
             errors.append(
-                f"{path}: Invalid value: {shown}: {path} in body should match "
-                f"'{schema['pattern']}'"
+                f"{path}: Invalid value: {shown}: {path} in body should match '{schema['pattern']}'"
             )
         if "minLength" in schema and len(value) < schema["minLength"]:
             errors.append(
@@ -108,9 +110,7 @@ def _walk(value: Any, schema: dict[str, Any], path: str, errors: list[str]) -> N
                 f"{schema['minLength']} chars long"
             )
         if "maxLength" in schema and len(value) > schema["maxLength"]:
-            errors.append(
-                f"{path}: Too long: may not be more than {schema['maxLength']} bytes"
-            )
+            errors.append(f"{path}: Too long: may not be more than {schema['maxLength']} bytes")
     if isinstance(value, int | float) and not isinstance(value, bool):
         if "minimum" in schema and value < schema["minimum"]:
             errors.append(
@@ -126,7 +126,9 @@ def _walk(value: Any, schema: dict[str, Any], path: str, errors: list[str]) -> N
         if "minItems" in schema and len(value) < schema["minItems"]:
             errors.append(f"{path}: Invalid value: should have at least {schema['minItems']} items")
         if "maxItems" in schema and len(value) > schema["maxItems"]:
-            errors.append(f"{path}: Too many: {len(value)}: must have at most {schema['maxItems']} items")
+            errors.append(
+                f"{path}: Too many: {len(value)}: must have at most {schema['maxItems']} items"
+            )
         if isinstance(schema.get("items"), dict):
             for i, item in enumerate(value):
                 _walk(item, schema["items"], f"{path}[{i}]", errors)
@@ -147,7 +149,9 @@ def _walk(value: Any, schema: dict[str, Any], path: str, errors: list[str]) -> N
     if before == len(errors):  # CEL rules run only on values that passed the schema
         for rule in schema.get("x-kubernetes-validations", []):
             if not _cel(rule["rule"], value):
-                message = " ".join(str(rule.get("message") or f"failed rule: {rule['rule']}").split())
+                message = " ".join(
+                    str(rule.get("message") or f"failed rule: {rule['rule']}").split()
+                )
                 errors.append(f"{path or '<root>'}: Invalid value: {message}")
 
 
