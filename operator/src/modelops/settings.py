@@ -29,6 +29,8 @@ class Settings:
     metrics_port: int = 8080
     health_port: int = 8081
     peering_name: str = "modelops"
+    # Without peering two replicas would both act; standalone is for one-replica setups/tests.
+    standalone: bool = False
     priority: int = 0
     log_format: str = "json"
     log_level: str = "INFO"
@@ -55,6 +57,14 @@ class Settings:
                 raise SettingsError(f"{name}={raw} must be between {low:g} and {high:g}")
             return value
 
+        def flag(name: str) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if raw in ("", "0", "false", "no"):
+                return False
+            if raw in ("1", "true", "yes"):
+                return True
+            raise SettingsError(f"{name}={raw!r}: use true or false")
+
         base = cls()
         policy = text("MODELOPS_IMAGE_PULL_POLICY", base.image_pull_policy)
         if policy not in PULL_POLICIES:
@@ -77,6 +87,7 @@ class Settings:
             metrics_port=int(number("MODELOPS_METRICS_PORT", base.metrics_port, 0, 65535)),
             health_port=int(number("MODELOPS_HEALTH_PORT", base.health_port, 0, 65535)),
             peering_name=text("MODELOPS_PEERING_NAME", base.peering_name),
+            standalone=flag("MODELOPS_STANDALONE"),
             priority=int(number("MODELOPS_PRIORITY", base.priority, -(2**31), 2**31 - 1)),
             log_format=log_format,
             log_level=text("MODELOPS_LOG_LEVEL", base.log_level).upper(),

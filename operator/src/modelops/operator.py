@@ -1,0 +1,268 @@
+"""The operator process: thin kopf handlers → a coalescing work queue → :mod:`modelops.kube`.
+
+Every watch event (of a ModelDeployment or of a child it owns) only *schedules* a reconcile of
+that ModelDeployment; at most one pass per resource runs at a time, and events arriving during
+a pass coalesce into one more pass. kopf re-lists every watched kind every
+``MODELOPS_RESYNC_SECONDS`` (its watch timeout), which re-delivers every object: the periodic
+level-based resync. No handler that needs kopf's own state is used, so kopf writes no
+annotations or finalizers to the resources.
+
+Run: ``modelops-operator`` (or ``python -m modelops.operator``); settings from ``MODELOPS_*``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from . import metrics, render
+from .kube import ApiError, Kube
+from .settings import Settings, SettingsError
+from .spec import GROUP, PLURAL, VERSION
+
+log = logging.getLogger("modelops.operator")
+MAX_BACKOFF_SECONDS = 60.0
+# Standard LogRecord attributes; everything else passed via `extra=` goes into the JSON.
+_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if settings.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+        handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level)
+    # kopf's per-event debug chatter is not useful at INFO.
+    logging.getLogger("kopf").setLevel(max(logging.INFO, root.level))
+
+
+class Queue:
+    """Per-resource coalescing work queue; reconciles run in threads (blocking client)."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._failures: dict[tuple[str, str], int] = {}
+
+    def schedule(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        if key in self._running:
+            self._dirty.add(key)
+            return
+        task = asyncio.get_running_loop().create_task(self._run(key))
+        self._running[key] = task
+
+    async def _run(self, key: tuple[str, str]) -> None:
+        try:
+            while True:
+                self._dirty.discard(key)
+                retry = await self._once(key)
+                if retry is not None:
+                    await asyncio.sleep(retry)
+                    continue
+                if key not in self._dirty:
+                    return
+        finally:
+            self._running.pop(key, None)
+
+    async def _once(self, key: tuple[str, str]) -> float | None:
+        """One pass; the delay before a retry when it failed, else None."""
+        namespace, name = key
+        started = time.perf_counter()
+        extra = {"namespace": namespace, "name": name}
+        try:
+            result = await asyncio.to_thread(self.kube.reconcile, namespace, name)
+        except ApiError as exc:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = min(MAX_BACKOFF_SECONDS, 2.0 ** min(failures, 6))
+            metrics.RECONCILES.labels("error").inc()
+            level = logging.INFO if exc.status == 409 else logging.WARNING
+            log.log(level, "reconcile failed, retrying in %.0fs: %s", delay, exc, extra=extra)
+            return delay
+        except Exception:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            metrics.RECONCILES.labels("error").inc()
+            log.exception("reconcile crashed", extra=extra)
+            return min(MAX_BACKOFF_SECONDS, 2.0 ** min(failures, 6))
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        self._failures.pop(key, None)
+        if result is None:
+            metrics.forget(namespace, name)
+            metrics.RECONCILES.labels("ok").inc()
+            return None
+        changed = result.writes > 0
+        metrics.RECONCILES.labels("changed" if changed else "ok").inc()
+        if changed:
+            log.info(
+                "reconciled: phase %s",
+                result.status.get("phase"),
+                extra={
+                    **extra,
+                    "created": [m["metadata"]["name"] for m in result.create],
+                    "applied": [m["metadata"]["name"] for m in result.apply],
+                    "deleted": [r.name for r in result.delete],
+                    "events": [e.reason for e in result.events],
+                    "statusChanged": result.status_changed,
+                },
+            )
+        return None
+
+    async def drain(self) -> None:
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _owner(labels: Mapping[str, str] | None) -> str | None:
+    labels = labels or {}
+    if labels.get(render.LABEL_MANAGED_BY) != render.MANAGED_BY:
+        return None
+    return labels.get(render.LABEL_NAME)
+
+
+def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) -> None:
+    """Attach the handlers to ``registry`` (thin: they only schedule reconciles)."""
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # In a pod: the ServiceAccount token; elsewhere: $KUBECONFIG (set from --kubeconfig).
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # Only explicit Events; kopf would otherwise post log lines as Events (API writes).
+        settings.posting.enabled = False
+        # Periodic full re-list = the level-based resync; the inactivity timeout restarts a
+        # watch that silently stopped delivering.
+        settings.watching.server_timeout = int(resync)
+        settings.watching.client_timeout = int(resync) + 10
+        settings.watching.inactivity_timeout = int(resync) + 30
+        # Peering is used when its object exists (config/manager ships it); without one kopf
+        # warns and runs alone rather than refusing to start.
+        settings.peering.mandatory = False
+        settings.peering.standalone = standalone
+        settings.peering.name = peering
+        settings.peering.priority = priority
+
+    resync = settings.resync_seconds
+    peering = settings.peering_name
+    standalone = settings.standalone
+    priority = settings.priority
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def modeldeployment(type: str, namespace: str | None, name: str, **_: Any) -> None:
+        if namespace is None:
+            return
+        if type == "DELETED":
+            metrics.forget(namespace, name)
+            return
+        queue.schedule(namespace, name)
+
+    async def child(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+        owner = _owner(labels)
+        if owner and namespace:
+            queue.schedule(namespace, owner)
+
+    selector = {render.LABEL_MANAGED_BY: render.MANAGED_BY}
+    for group, version, plural in (
+        ("batch", "v1", "jobs"),
+        ("apps", "v1", "deployments"),
+        ("", "v1", "services"),
+        ("", "v1", "configmaps"),
+    ):
+        kopf.on.event(
+            group, version, plural, labels=selector, registry=registry, id=f"child-{plural}"
+        )(child)
+
+
+async def run(settings: Settings, kubeconfig: str | None = None) -> None:
+    kube = Kube.connect(settings, kubeconfig)
+    queue = Queue(kube)
+    registry = kopf.OperatorRegistry()
+    register(registry, queue, settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    if kubeconfig:
+        # kopf logs in on its own; point it at the same kubeconfig as the client.
+        import os
+
+        os.environ["KUBECONFIG"] = kubeconfig
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    log.info(
+        "modelops operator starting",
+        extra={
+            "namespaces": ",".join(settings.namespaces) or "*",
+            "peering": "standalone" if settings.standalone else settings.peering_name,
+            "resyncSeconds": settings.resync_seconds,
+        },
+    )
+    try:
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+            standalone=settings.standalone,
+            priority=settings.priority,
+            peering_name=settings.peering_name,
+            liveness_endpoint=liveness,
+        )
+    finally:
+        await queue.drain()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="modelops-operator",
+        description="Run the ModelDeployment operator (settings: MODELOPS_* environment).",
+    )
+    parser.add_argument("--kubeconfig", default=None, help="kubeconfig (default: in-cluster)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        sys.stderr.write(f"modelops-operator: {exc}\n")
+        return 2
+    configure_logging(settings)
+    try:
+        asyncio.run(run(settings, args.kubeconfig))
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
