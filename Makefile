@@ -13,7 +13,7 @@ export MODELOPS_STATE_DIR ?= $(CURDIR)/.modelops
 DURATION    ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install lint format test test-unit test-integration bench demo clean
+.PHONY: help install lint format test test-unit test-integration bench demo cluster clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,7 @@ $(STAMP): uv.lock pyproject.toml hack/bootstrap.sh hack/apt-packages.txt $(wildc
 	@touch $@
 
 install: $(STAMP) ## Install everything the project needs (venv, packages, Debian tools); idempotent.
+	@hack/build-k8s.sh  # no-op when the pinned k8s binaries are in the cache
 
 lint: install ## Run ruff and mypy on every package.
 	@$(VENV)/bin/ruff check .
@@ -45,8 +46,10 @@ test-integration: install ## Run only the integration tests.
 bench: install ## Run the benchmarks and print figures with ratios to their baselines.
 	@$(PY) bench/run.py
 
-demo: install ## Train, gate and report a model version in $$MODELOPS_STATE_DIR (DURATION=s bounds a run).
-	@$(PY) hack/demo.py $(if $(DURATION),--duration $(DURATION))
+SAMPLE      ?= config/samples/modelops_v1alpha1_modeldeployment.yaml
+
+demo: install ## Run the sample ModelDeployment locally: train, gate, serve, load, scrape (DURATION=s bounds it).
+	@$(VENV)/bin/modelops local up -f $(SAMPLE) $(if $(DURATION),--duration $(DURATION))
 
 clean: ## Remove the venv, tool caches and the demo state.
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .modelops
