@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh machine: uv, the workspace venv, Debian packages.
-# Usage: hack/bootstrap.sh [python|apt|all]   (default: all)
+# Usage: hack/bootstrap.sh [python|apt|k8s|all]   (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +42,7 @@ ensure_apt() {
 case "${1:-all}" in
   python) ensure_python ;;
   apt) ensure_apt ;;
-  all) ensure_apt; ensure_python ;;
-  *) echo "usage: $0 [python|apt|all]" >&2; exit 2 ;;
+  k8s) hack/build-k8s.sh ;;  # control-plane binaries for the tests (cached by version)
+  all) ensure_apt; ensure_python; hack/build-k8s.sh ;;
+  *) echo "usage: $0 [python|apt|k8s|all]" >&2; exit 2 ;;
 esac

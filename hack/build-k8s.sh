@@ -36,7 +36,7 @@ fi
 
 command -v go >/dev/null || { log "go is not installed (Go >= 1.26 is needed)"; exit 1; }
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="-buildvcs=false -mod=readonly"
-log "building $stamp into $OUT (cold: ~15-25 min on 2 cores; needs ~6 GB of Go caches)"
+log "building $stamp into $OUT (cold: ~8-10 min on 2 cores, ~0.8 GB of module downloads, ~4.5 GB of Go caches)"
 
 mkdir -p "$CACHE_ROOT"
 tmp="$(mktemp -d "$CACHE_ROOT/.build.XXXXXX")"

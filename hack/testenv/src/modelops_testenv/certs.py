@@ -47,7 +47,9 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+) -> x509.CertificateBuilder:
     now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
@@ -157,10 +159,8 @@ def generate(directory: Path) -> CertFiles:
     )
 
 
-def client_cert(
-    files: CertFiles, user: str, groups: list[str]
-) -> tuple[bytes, bytes]:
-    """A client certificate (PEM cert, PEM key) for ``user`` in ``groups``, signed by the client CA."""
+def client_cert(files: CertFiles, user: str, groups: list[str]) -> tuple[bytes, bytes]:
+    """A client certificate and key (PEM) for ``user`` in ``groups``, signed by the client CA."""
     ca_cert = x509.load_pem_x509_certificate(files.client_ca.read_bytes())
     ca_key = serialization.load_pem_private_key(files.client_ca_key.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):  # pragma: no cover - we wrote it

@@ -99,10 +99,8 @@ class Component:
         """SIGTERM the process group, SIGKILL it after ``grace`` seconds, reap the child."""
         if self.running():
             self._signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
         # Whatever is left in the group (the child or anything it spawned) goes now.
         self._signal_group(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -1,0 +1,89 @@
+"""The launcher never leaves processes or data behind: Ctrl-C, SIGTERM, even SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from modelops_testenv.controlplane import remove_stale_workdirs
+
+pytestmark = pytest.mark.integration
+
+
+def children(pid: int) -> dict[int, str]:
+    """Processes whose parent is ``pid``: ``{pid: command name}``."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found[int(stat.parent.name)] = name
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
+
+
+def wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if alive(p)]
+        if not left:
+            return []
+        time.sleep(0.1)
+    return [p for p in pids if alive(p)]
+
+
+def start_launcher(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    log = (tmp_path / "launcher.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelops_testenv", *args],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until the cluster is ready (or the launcher fails)
+    assert line.startswith("export KUBECONFIG="), (tmp_path / "launcher.log").read_text()
+    return proc, Path(line.strip().split("=", 1)[1])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_everything_and_removes_the_data(tmp_path: Path, sig: signal.Signals):
+    proc, kubeconfig = start_launcher(tmp_path, "--nodes", "1")
+    kids = children(proc.pid)
+    assert sorted(kids.values()) == sorted(
+        ["etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok"]
+    ), kids  # /proc's comm is cut at 15 characters
+    assert kubeconfig.is_file()
+    proc.send_signal(sig)
+    assert proc.wait(timeout=60) == 0, (tmp_path / "launcher.log").read_text()
+    assert wait_gone(list(kids)) == []
+    assert not kubeconfig.parent.exists()
+
+
+def test_sigkill_of_the_launcher_takes_the_components_down(tmp_path: Path):
+    proc, kubeconfig = start_launcher(tmp_path, "--nodes", "0")
+    kids = list(children(proc.pid))
+    assert len(kids) == 3
+    os.kill(proc.pid, signal.SIGKILL)  # no cleanup code can run: PR_SET_PDEATHSIG does it
+    proc.wait(timeout=10)
+    assert wait_gone(kids) == []
+    workdir = kubeconfig.parent
+    assert workdir.exists()  # nobody could remove it ...
+    assert workdir in remove_stale_workdirs(workdir.parent)  # ... until the next start does
+    assert not workdir.exists()
