@@ -205,11 +205,13 @@ def format_text(s: Summary) -> str:
     if s.mode == "open":
         lines.append(f"  schedule lag   p99 {_ms(s.lag['p99'])}  max {_ms(s.lag['max'])}")
     acc = s.online_accuracy
-    lines.append(
-        "  accuracy       "
-        + ("- (uniform payload: no true labels)" if acc is None else f"{acc:.4f}")
-        + (f" ({s.correct}/{s.checked} predictions correct)" if s.checked else "")
-    )
+    if acc is not None:
+        acc_txt = f"{acc:.4f} ({s.correct}/{s.checked} predictions correct)"
+    elif s.payload == "uniform":
+        acc_txt = "- (uniform payload: no true labels; use --payload iris)"
+    else:
+        acc_txt = "- (no answer was checked)"
+    lines.append(f"  accuracy       {acc_txt}")
     if s.behind:
         lines.append("  BEHIND         the generator did not keep up:")
         lines.extend(f"                 - {r}" for r in s.behind_reasons)

@@ -92,10 +92,12 @@ class Histogram:
         self.prom[bisect_left(self.bounds, value)] += 1
 
     def percentile(self, q: float) -> float | None:
-        """q-quantile, clamped to the observed min/max so p100 is exact."""
+        """q-quantile, clamped to the observed min/max; the top rank is the exact max."""
         v = percentile_from_counts(self.fine, q)
         if v is None:
             return None
+        if math.ceil(q * self.count - 1e-9) >= self.count:
+            return self.max
         return min(max(v, self.min), self.max)
 
     def snapshot(self) -> list[int]:

@@ -1,0 +1,210 @@
+"""The hot-path HTTP client against tiny in-process TCP servers on loopback, one per behaviour."""
+
+import asyncio
+
+import pytest
+from modelops_loadgen.httpclient import (
+    ConnectError,
+    DisconnectedError,
+    Endpoint,
+    HttpClient,
+    ProtocolError,
+    RequestTimeout,
+)
+
+pytestmark = pytest.mark.integration
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def _serve(responder):
+    """Start a server whose handler gets (request bytes, writer); returns (server, port)."""
+    requests: list[bytes] = []
+    connections: list[int] = []
+
+    async def handle(reader, writer):
+        connections.append(1)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length)
+                requests.append(head + body)
+                if await responder(head + body, writer) == "close":
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    serve_state[port] = connections
+    return server, port, requests
+
+
+serve_state: dict[int, list[int]] = {}
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_keep_alive_reuses_one_connection_and_sends_the_body():
+    async def go():
+        async def ok(req, w):
+            w.write(OK)
+            await w.drain()
+
+        server, port, reqs = await _serve(ok)
+        client = HttpClient(5.0)
+        ep = Endpoint.parse(f"http://127.0.0.1:{port}/predict")
+        for i in range(5):
+            assert await client.post(ep, b'{"i": %d}' % i) == (200, b"{}")
+        await client.close()
+        server.close()
+        return reqs, len(serve_state[port])
+
+    reqs, connections = run(go())
+    assert len(reqs) == 5
+    assert connections == 1
+    assert reqs[0].startswith(b"POST /predict HTTP/1.1\r\n")
+    assert b"Content-Type: application/json\r\n" in reqs[0]
+    assert reqs[3].endswith(b'{"i": 3}')
+
+
+def test_chunked_and_split_responses_are_reassembled():
+    async def go():
+        async def chunked(req, w):
+            w.write(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n")
+            await w.drain()
+            await asyncio.sleep(0.01)
+            w.write(b"5\r\nhello\r\n")
+            await w.drain()
+            await asyncio.sleep(0.01)
+            w.write(b"6\r\n world\r\n0\r\n\r\n")
+            await w.drain()
+
+        server, port, _ = await _serve(chunked)
+        client = HttpClient(5.0)
+        ep = Endpoint.parse(f"http://127.0.0.1:{port}/x")
+        got = [await client.post(ep, b"{}") for _ in range(2)]
+        await client.close()
+        server.close()
+        return got
+
+    assert run(go()) == [(201, b"hello world")] * 2
+
+
+def test_close_delimited_body_ends_at_eof_and_the_connection_is_not_reused():
+    async def go():
+        async def http10(req, w):
+            w.write(b"HTTP/1.0 200 OK\r\n\r\nuntil-eof")
+            await w.drain()
+            return "close"
+
+        server, port, reqs = await _serve(http10)
+        client = HttpClient(5.0)
+        ep = Endpoint.parse(f"http://127.0.0.1:{port}/x")
+        got = [await client.post(ep, b"{}") for _ in range(3)]
+        await client.close()
+        server.close()
+        return got, reqs
+
+    got, reqs = run(go())
+    assert got == [(200, b"until-eof")] * 3
+    assert len(reqs) == 3
+
+
+def test_interim_100_continue_is_skipped():
+    async def go():
+        async def cont(req, w):
+            w.write(b"HTTP/1.1 100 Continue\r\n\r\n" + OK)
+            await w.drain()
+
+        server, port, _ = await _serve(cont)
+        client = HttpClient(5.0)
+        got = await client.post(Endpoint.parse(f"http://127.0.0.1:{port}/x"), b"{}")
+        await client.close()
+        server.close()
+        return got
+
+    assert run(go()) == (200, b"{}")
+
+
+def test_connection_refused_is_a_connect_error():
+    async def go():
+        server, port, _ = await _serve(None)
+        server.close()
+        await server.wait_closed()
+        client = HttpClient(2.0)
+        with pytest.raises(ConnectError, match="cannot connect"):
+            await client.post(Endpoint.parse(f"http://127.0.0.1:{port}/x"), b"{}")
+        await client.close()
+
+    run(go())
+
+
+def test_server_closing_mid_response_is_disconnected():
+    async def go():
+        async def half(req, w):
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+            await w.drain()
+            return "close"
+
+        server, port, _ = await _serve(half)
+        client = HttpClient(2.0)
+        with pytest.raises(DisconnectedError):
+            await client.post(Endpoint.parse(f"http://127.0.0.1:{port}/x"), b"{}")
+        await client.close()
+        server.close()
+
+    run(go())
+
+
+def test_garbage_is_a_protocol_error():
+    async def go():
+        async def garbage(req, w):
+            w.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+            await w.drain()
+
+        server, port, _ = await _serve(garbage)
+        client = HttpClient(2.0)
+        with pytest.raises(ProtocolError, match="invalid HTTP response"):
+            await client.post(Endpoint.parse(f"http://127.0.0.1:{port}/x"), b"{}")
+        await client.close()
+        server.close()
+
+    run(go())
+
+
+def test_a_silent_server_times_out_and_the_connection_is_dropped():
+    async def go():
+        async def silent(req, w):
+            await asyncio.sleep(3)
+
+        server, port, _ = await _serve(silent)
+        client = HttpClient(0.3)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(RequestTimeout):
+            await client.post(Endpoint.parse(f"http://127.0.0.1:{port}/x"), b"{}")
+        elapsed = loop.time() - t0
+        assert not client._idle.get(("http", "127.0.0.1", port))  # not reused
+        await client.close()
+        server.close()
+        return elapsed
+
+    assert 0.25 <= run(go()) < 2.0
+
+
+def test_endpoint_parsing():
+    ep = Endpoint.parse("http://[::1]:9000/v2/models/iris/infer")
+    assert ep.key == ("http", "::1", 9000)
+    assert b"Host: [::1]:9000\r\n" in ep.head
+    assert Endpoint.parse("https://example.test/predict").port == 443
+    with pytest.raises(ValueError, match="not an http"):
+        Endpoint.parse("ftp://x/y")
