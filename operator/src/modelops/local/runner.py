@@ -243,6 +243,9 @@ async def run(options: Options, out: TextIO = sys.stdout) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), PASS_SECONDS)
     finally:
+        summary = md.load_summary()
+        if summary:
+            view.line(summary)
         view.line("stopping: load generator, servers, trainers, prometheus ...")
         await md.shutdown()
         if prometheus is not None:

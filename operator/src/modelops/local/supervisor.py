@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -473,10 +474,13 @@ class LocalModelDeployment:
             live = [r for r in self.replicas if r.draining_since is None]
             updated = [r for r in live if r.template == template]
             old = [r for r in live if r.template != template]
-            starting = [r for r in updated if not r.ready]
             crashed_recently = now - self._last_crash < RESTART_BACKOFF_SECONDS
-            if len(updated) < desired and not starting and not crashed_recently:
-                await self._start_replica(template)
+            # maxSurge 1: at most desired + 1 replicas exist; the first rollout starts all
+            # at once, a version change one at a time.
+            while len(updated) < desired and len(live) < desired + 1 and not crashed_recently:
+                replica = await self._start_replica(template)
+                updated.append(replica)
+                live.append(replica)
             # Old replicas go first, then updated ones beyond `desired`; unready ones before
             # ready ones. maxUnavailable 0: a ready replica goes only while `desired` others
             # stay ready.
@@ -496,7 +500,7 @@ class LocalModelDeployment:
                     replica.draining_since = now
         self._write_targets()
 
-    async def _start_replica(self, template: str) -> None:
+    async def _start_replica(self, template: str) -> Replica:
         assert self.server is not None
         env = _env_of(self.server)
         version = self.server["spec"]["template"]["metadata"]["labels"][render.LABEL_VERSION]
@@ -519,7 +523,9 @@ class LocalModelDeployment:
             port=port,
         )
         await process.start()
-        self.replicas.append(Replica(version, template, process, port))
+        replica = Replica(version, template, process, port)
+        self.replicas.append(replica)
+        return replica
 
     def serving_urls(self) -> list[str]:
         return [r.url for r in self.replicas if r.ready and r.draining_since is None]
@@ -621,6 +627,35 @@ class LocalModelDeployment:
         elif time.monotonic() - self._loadgen_exited_at >= RESTART_BACKOFF_SECONDS:
             self._loadgen_exited_at = None
             await self._restart_loadgen()
+
+    def load_summary(self) -> str | None:
+        """One line from the load generator's own metrics (None when none runs)."""
+        process = self.loadgen_process
+        if process is None or not process.running:
+            return None
+        url = f"http://127.0.0.1:{self.loadgen_metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except (OSError, ValueError):
+            return None
+        outcomes: dict[str, float] = {}
+        gauges: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("loadgen_requests_total{"):
+                labels, value = line.rsplit(" ", 1)
+                outcome = labels.split('outcome="', 1)[-1].split('"', 1)[0]
+                outcomes[outcome] = outcomes.get(outcome, 0.0) + float(value)
+            elif line.startswith(("loadgen_achieved_rate ", "loadgen_target_rate ")):
+                name, value = line.split(" ", 1)
+                gauges[name] = float(value)
+        total = sum(outcomes.values())
+        failed = total - outcomes.get("ok", 0.0)
+        return (
+            f"load generator: {total:.0f} requests, {failed:.0f} failed, "
+            f"{gauges.get('loadgen_achieved_rate', 0.0):.2f}/s achieved of "
+            f"{gauges.get('loadgen_target_rate', 0.0):.2f}/s"
+        )
 
     async def _stop_loadgen(self) -> None:
         if self.loadgen_process is not None:
