@@ -5,7 +5,7 @@ reads the same CRD file and checks the same things here, with messages in the AP
 words (``spec.minAccuracy: Invalid value: 1.5: must be less than or equal to 1``), so a YAML
 that `make demo` accepts is one `kubectl apply` accepts, and the other way round.
 Supported: type, required, enum, pattern, minimum/maximum, minLength/maxLength,
-minItems/maxItems, unknown fields (kubectl's strict field validation), nullable,
+minItems/maxItems, min/maxProperties, unknown fields (kubectl's strict field validation), nullable,
 x-kubernetes-int-or-string, x-kubernetes-preserve-unknown-fields and CEL
 x-kubernetes-validations (evaluated with cel-python).
 """
@@ -133,6 +133,14 @@ def _walk(value: Any, schema: dict[str, Any], path: str, errors: list[str]) -> N
             for i, item in enumerate(value):
                 _walk(item, schema["items"], f"{path}[{i}]", errors)
     if isinstance(value, dict):
+        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+            errors.append(
+                f"{path}: Too many: {len(value)}: must have at most {schema['maxProperties']} items"
+            )
+        if "minProperties" in schema and len(value) < schema["minProperties"]:
+            errors.append(
+                f"{path}: Invalid value: should have at least {schema['minProperties']} properties"
+            )
         properties: dict[str, Any] = schema.get("properties", {})
         for name in schema.get("required", []):
             if name not in value:
