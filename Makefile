@@ -13,17 +13,19 @@ export MODELOPS_STATE_DIR ?= $(CURDIR)/.modelops
 DURATION    ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install lint format test test-unit test-integration bench demo cluster clean
+.PHONY: help install k8s lint format test test-unit test-integration bench demo cluster clean
 
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): uv.lock pyproject.toml hack/bootstrap.sh hack/apt-packages.txt $(wildcard */pyproject.toml) $(wildcard hack/*/pyproject.toml)
 	@hack/bootstrap.sh all
 	@touch $@
 
-install: $(STAMP) ## Install everything the project needs (venv, packages, Debian tools); idempotent.
-	@hack/build-k8s.sh  # no-op when the pinned k8s binaries are in the cache
+install: $(STAMP) ## Install what the project runs with (venv, packages, Debian tools); idempotent.
+
+k8s: install ## Build (or reuse from ~/.cache/modelops) the test control plane's binaries.
+	@hack/build-k8s.sh
 
 lint: install ## Run ruff and mypy on every package.
 	@$(VENV)/bin/ruff check .
@@ -34,22 +36,25 @@ format: install ## Reformat the code with ruff.
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: install lint ## Run every test tier (unit, integration) after lint.
+test: install k8s lint ## Run every test tier (unit, integration) after lint.
 	@$(PYTEST) $(PYTEST_ARGS)
 
 test-unit: install ## Run only the fast unit tests.
 	@$(PYTEST) -m unit $(PYTEST_ARGS)
 
-test-integration: install ## Run only the integration tests.
+test-integration: install k8s ## Run only the integration tests.
 	@$(PYTEST) -m integration $(PYTEST_ARGS)
 
-bench: install ## Run the benchmarks and print figures with ratios to their baselines.
+bench: install k8s ## Run the benchmarks and print figures with ratios to their baselines.
 	@$(PY) bench/run.py
 
 SAMPLE      ?= config/samples/modelops_v1alpha1_modeldeployment.yaml
 
 demo: install ## Run the sample ModelDeployment locally: train, gate, serve, load, scrape (DURATION=s bounds it).
 	@$(VENV)/bin/modelops local up -f $(SAMPLE) $(if $(DURATION),--duration $(DURATION))
+
+cluster: install k8s ## Start a throw-away control plane in the foreground (Ctrl-C stops it).
+	@$(VENV)/bin/modelops-cluster $(CLUSTER_ARGS)
 
 clean: ## Remove the venv, tool caches and the demo state.
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .modelops
