@@ -1,0 +1,131 @@
+"""Open Inference Protocol v2 endpoints: encoding of requests, responses and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+def infer_body(data, shape=None, datatype="FP64", **extra):
+    tensor = {
+        "name": "input-0",
+        "shape": shape or [len(ROWS), 4],
+        "datatype": datatype,
+        "data": data,
+    }
+    return {"inputs": [tensor], **extra}
+
+
+def test_health_and_server_metadata(client):
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    server = client.get("/v2").json()
+    assert server["name"] == "modelops-server"
+    assert client.get("/v2/models/iris/ready").json() == {"name": "iris", "ready": True}
+
+
+def test_model_metadata(client):
+    meta = client.get("/v2/models/iris").json()
+    assert meta["name"] == "iris"
+    assert meta["versions"] == ["knn"]
+    assert meta["platform"] == "sklearn"
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
+    assert {o["name"]: o["shape"] for o in meta["outputs"]} == {
+        "predict": [-1],
+        "predict_proba": [-1, 3],
+    }
+    assert meta["parameters"]["classes"] == ["setosa", "versicolor", "virginica"]
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_infer_fp64(client, knn_model, nested):
+    data = ROWS if nested else [v for row in ROWS for v in row]
+    response = client.post("/v2/models/iris/infer", json=infer_body(data, id="req-7"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_name"] == "iris"
+    assert body["model_version"] == "knn"
+    assert body["id"] == "req-7"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    x = np.array(ROWS)
+    assert outputs["predict"]["datatype"] == "BYTES"
+    assert outputs["predict"]["shape"] == [3]
+    assert outputs["predict"]["data"] == list(knn_model.pipeline.predict(x))
+    assert outputs["predict_proba"]["datatype"] == "FP64"
+    assert outputs["predict_proba"]["shape"] == [3, 3]
+    expected = knn_model.pipeline.predict_proba(x).ravel().tolist()
+    assert outputs["predict_proba"]["data"] == expected
+
+
+def test_infer_fp32_uses_float32_values(client, knn_model):
+    # 4.95 is not exact in float32: the model must see what an FP32 tensor holds.
+    row = [4.95, 3.05, 1.45, 0.25]
+    body = client.post(
+        "/v2/models/iris/infer", json=infer_body(row, shape=[1, 4], datatype="FP32")
+    ).json()
+    x32 = np.array([row], dtype=np.float32).astype(np.float64)
+    proba = next(o for o in body["outputs"] if o["name"] == "predict_proba")["data"]
+    assert proba == knn_model.pipeline.predict_proba(x32).ravel().tolist()
+
+
+def test_infer_selected_outputs(client):
+    body = client.post(
+        "/v2/models/iris/infer", json=infer_body(ROWS, outputs=[{"name": "predict"}])
+    ).json()
+    assert [o["name"] for o in body["outputs"]] == ["predict"]
+
+
+def test_versioned_routes(client):
+    assert client.get("/v2/models/iris/versions/knn").status_code == 200
+    assert client.get("/v2/models/iris/versions/knn/ready").status_code == 200
+    ok = client.post("/v2/models/iris/versions/knn/infer", json=infer_body(ROWS))
+    assert ok.status_code == 200
+    missing = client.post("/v2/models/iris/versions/v9/infer", json=infer_body(ROWS))
+    assert missing.status_code == 404
+    assert "v9" in missing.json()["error"]
+
+
+def test_unknown_model_is_404(client):
+    for response in (
+        client.get("/v2/models/roses"),
+        client.get("/v2/models/roses/ready"),
+        client.post("/v2/models/roses/infer", json=infer_body(ROWS)),
+    ):
+        assert response.status_code == 404
+        assert "'iris'" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (infer_body(ROWS, datatype="INT64"), 422, "inputs[0].datatype"),
+        (infer_body(ROWS, datatype="BYTES"), 422, "inputs[0].datatype"),
+        (infer_body(ROWS, shape=[3, 5]), 422, "inputs[0].shape"),
+        (infer_body(ROWS, shape=[12]), 422, "inputs[0].shape"),
+        (infer_body(ROWS, shape=[0, 4]), 422, "inputs[0].shape"),
+        (infer_body(ROWS, shape=[2, 4]), 422, "inputs[0].data"),
+        (infer_body([[5.1, 3.5], [1.4, 0.2, 1.0, 2.0]], shape=[2, 4]), 422, "inputs[0].data"),
+        (infer_body([[5.1, 3.5, 1.4, -0.2]], shape=[1, 4]), 422, "inputs[0].data[0][3]"),
+        (infer_body(["5.1", 3.5, 1.4, 0.2], shape=[1, 4]), 422, None),
+        (infer_body(ROWS, outputs=[{"name": "logits"}]), 422, "outputs"),
+        ({"inputs": []}, 422, "inputs"),
+        ({}, 422, "inputs"),
+        (infer_body([[5.1, 3.5, 1.4, 0.2]] * 51, shape=[51, 4]), 413, None),
+    ],
+)
+def test_infer_errors(client, body, status, field):
+    response = client.post("/v2/models/iris/infer", json=body)
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert isinstance(error["error"], str)
+    if field is not None:
+        assert field in [d["field"] for d in error["details"]], error
+
+
+def test_infer_error_names_the_feature(client):
+    body = infer_body([[5.1, 3.5, 1.4, 200.0]], shape=[1, 4])
+    error = client.post("/v2/models/iris/infer", json=body).json()
+    assert "petal_width" in error["error"]
+    assert "200.0" in error["error"]

@@ -1,0 +1,180 @@
+"""Exactness: the vectorised predictors give the estimator's labels and probabilities, bit for bit.
+
+"Identical" means: the same input array handed to the pipeline's own predict/predict_proba and
+to the server's predictor gives equal arrays (np.array_equal, no tolerance).
+"""
+
+from __future__ import annotations
+
+import joblib
+import numpy as np
+import pytest
+from modelops_server.model import load_model
+from modelops_server.predictor import EstimatorPredictor, compile_predictor, self_check
+from modelops_trainer.data import load_dataset
+from modelops_trainer.pipeline import build_pipeline
+
+ALGORITHMS = ("knn", "logistic_regression", "random_forest", "decision_tree")
+LOW = np.array([4.3, 2.0, 1.0, 0.1])
+HIGH = np.array([7.9, 4.4, 6.9, 2.5])
+
+
+@pytest.fixture(scope="module")
+def iris_rows() -> np.ndarray:
+    rows = load_dataset().features
+    assert rows.shape == (150, 4)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def random_rows() -> np.ndarray:
+    # Uniform over the seed load tester's ranges, and a wider box around them.
+    rng = np.random.default_rng(7)
+    inside = rng.uniform(LOW, HIGH, size=(8000, 4))
+    around = rng.uniform(0.01, 12.0, size=(2000, 4))
+    return np.vstack([inside, around])
+
+
+def expected(pipeline, x):
+    labels = pipeline.predict(x)
+    proba = pipeline.predict_proba(x)
+    return [str(v) for v in labels], proba
+
+
+def served(model, x):
+    indices, proba = model.predictor.predict(x.copy())
+    return [model.classes[i] for i in indices], proba
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("rows", ["iris_rows", "random_rows"])
+def test_vectorised_equals_estimator(artifacts, algorithm, rows, request):
+    x = request.getfixturevalue(rows)
+    model = load_model(artifacts[algorithm])
+    assert model.predictor.kind == "vectorised", model.predictor_reason
+    labels, proba = served(model, x)
+    exp_labels, exp_proba = expected(model.pipeline, x)
+    assert labels == exp_labels
+    assert proba.dtype == exp_proba.dtype
+    assert np.array_equal(proba, exp_proba)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_vectorised_equals_estimator_row_by_row(artifacts, iris_rows, random_rows, algorithm):
+    # One-row requests are the common case; BLAS may round a 1-row product differently from a
+    # batch, so compare against the estimator called on the same single row.
+    model = load_model(artifacts[algorithm])
+    x = np.vstack([iris_rows[::2], random_rows[::200]])  # 125 rows: a forest call is slow
+    for row in x:
+        one = row[None, :]
+        labels, proba = served(model, one)
+        exp_labels, exp_proba = expected(model.pipeline, one)
+        assert labels == exp_labels
+        assert np.array_equal(proba, exp_proba), row
+
+
+def test_knn_ties_go_to_the_estimator(artifacts):
+    """A query equidistant from its 5th and 6th neighbours is decided by scikit-learn."""
+    model = load_model(artifacts["knn"])
+    pipeline = model.pipeline
+    knn = pipeline.steps[-1][1]
+    scaler = pipeline.steps[1][1]
+    fit_x = knn._fit_X
+    # Midpoints between pairs of training points are the classic tie generators; keep those
+    # the fast path flags as undecided and check they still match.
+    rng = np.random.default_rng(3)
+    pairs = rng.integers(0, len(fit_x), size=(3000, 2))
+    scaled = (fit_x[pairs[:, 0]] + fit_x[pairs[:, 1]]) / 2
+    x = (scaled - scaler.min_) / scaler.scale_
+    x = x[(x > 0).all(axis=1)]
+    head = model.predictor._head  # type: ignore[attr-defined]
+    _, _, undecided = head.run(pipeline[:-1].transform(x), x)
+    assert undecided.any(), "expected some tied queries among pair midpoints"
+    labels, proba = served(model, x)
+    exp_labels, exp_proba = expected(pipeline, x)
+    assert labels == exp_labels
+    assert np.array_equal(proba, exp_proba)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "params"),
+    [
+        ("knn", {"weights": "distance"}),
+        ("knn", {"metric": "manhattan"}),
+        ("random_forest", {"n_jobs": 2}),
+    ],
+)
+def test_unsupported_configurations_use_the_estimator(algorithm, params):
+    data = load_dataset()
+    pipeline = build_pipeline(algorithm, params, seed=1).fit(data.features, data.labels)
+    predictor, reason = compile_predictor(pipeline, data.classes)
+    assert predictor.kind == "estimator"
+    assert reason.startswith("estimator path")
+    labels = pipeline.predict(data.features)
+    indices, proba = predictor.predict(data.features)
+    assert [data.classes[i] for i in indices] == list(labels)
+    assert np.array_equal(proba, pipeline.predict_proba(data.features))
+
+
+@pytest.mark.parametrize("algorithm", ["knn", "logistic_regression", "decision_tree"])
+def test_other_hyperparameters_stay_exact(algorithm, random_rows):
+    params = {
+        "knn": {"n_neighbors": 1, "algorithm": "brute"},
+        "logistic_regression": {"C": 0.05},
+        "decision_tree": {"max_depth": 3, "criterion": "entropy"},
+    }[algorithm]
+    data = load_dataset()
+    pipeline = build_pipeline(algorithm, params, seed=5).fit(data.features, data.labels)
+    predictor, _ = compile_predictor(pipeline, data.classes)
+    assert predictor.kind == "vectorised"
+    indices, proba = predictor.predict(random_rows)
+    assert [data.classes[i] for i in indices] == list(pipeline.predict(random_rows))
+    assert np.array_equal(proba, pipeline.predict_proba(random_rows))
+
+
+def test_binary_logistic_regression_is_exact(random_rows):
+    data = load_dataset()
+    keep = data.labels != "setosa"
+    x, y = data.features[keep], data.labels[keep]
+    pipeline = build_pipeline("logistic_regression", {}, seed=0).fit(x, y)
+    classes = sorted(set(y))
+    predictor, _ = compile_predictor(pipeline, classes)
+    assert predictor.kind == "vectorised"
+    indices, proba = predictor.predict(random_rows)
+    assert [classes[i] for i in indices] == list(pipeline.predict(random_rows))
+    assert np.array_equal(proba, pipeline.predict_proba(random_rows))
+
+
+def test_self_check_catches_a_wrong_fast_path(artifacts, iris_rows):
+    model = load_model(artifacts["knn"])
+    exact = EstimatorPredictor(model.pipeline, model.classes)
+    assert self_check(model.predictor, exact, iris_rows) is None
+
+    class OffByOne:
+        kind = "vectorised"
+
+        def predict(self, x):
+            indices, proba = exact.predict(x)
+            return (indices + 1) % 3, proba
+
+    assert "label differs" in (self_check(OffByOne(), exact, iris_rows) or "")
+    model.predictor = OffByOne()  # type: ignore[assignment]
+    model.warm_up()
+    assert model.predictor.kind == "estimator"
+    assert "self-check failed" in model.predictor_reason
+
+
+def test_vectorised_can_be_disabled(artifacts):
+    model = load_model(artifacts["knn"], vectorised=False)
+    assert model.predictor.kind == "estimator"
+
+
+def test_pickled_model_round_trip(artifacts, tmp_path, iris_rows):
+    # The fast path is compiled from the unpickled object: a re-pickled copy behaves the same.
+    pipeline = joblib.load(artifacts["random_forest"] / "model.joblib")
+    joblib.dump(pipeline, tmp_path / "copy.joblib")
+    copy = joblib.load(tmp_path / "copy.joblib")
+    classes = [str(c) for c in copy.classes_]
+    predictor, _ = compile_predictor(copy, classes)
+    _, proba = predictor.predict(iris_rows)
+    assert np.array_equal(proba, pipeline.predict_proba(iris_rows))
