@@ -104,8 +104,15 @@ class Cluster:
 
     def patch_pod_status(self, pod: str, status: dict[str, Any]) -> None:
         self.kubectl(
-            "patch", "-n", self.ns, "pod", pod, "--subresource=status", "--type=merge",
-            "-p", json.dumps({"status": status}),
+            "patch",
+            "-n",
+            self.ns,
+            "pod",
+            pod,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
         )
 
     # Playing the kubelet ---------------------------------------------------------------------
@@ -205,9 +212,22 @@ def trainer_output(tmp: Path, version: str, *args: str) -> str:
         out = tmp / f"train-{len(_trainer_cache)}"
         result = out / "result.json"
         proc = subprocess.run(
-            [TRAINER, "train", "--version", version, "--output-dir", str(out / "models"),
-             "--result-file", str(result), "--emit-artifact", *args],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                TRAINER,
+                "train",
+                "--version",
+                version,
+                "--output-dir",
+                str(out / "models"),
+                "--result-file",
+                str(result),
+                "--emit-artifact",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert result.exists(), proc.stderr
         _trainer_cache[key] = result.read_text()
@@ -223,7 +243,9 @@ def trainer_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def crds(control_plane: Any) -> None:
     control_plane.kubectl("apply", "-k", str(ROOT / "config" / "crd"))
     control_plane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
         "crd/modeldeployments.modelops.dev",
     )
 
@@ -259,7 +281,9 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "modelops.operator", "--kubeconfig", str(self.kubeconfig)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
 
@@ -275,7 +299,9 @@ class OperatorProcess:
     def metrics(self) -> str:
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
             return str(r.read().decode())
 
     def logs(self) -> str:

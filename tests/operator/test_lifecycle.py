@@ -35,9 +35,7 @@ def test_create_trains_gates_and_serves(cluster, operator, trained, wait):
     # 2. The Job completes with the trainer's real output.
     message = trained("v1")
     cluster.finish_trainer("iris", "v1", message)
-    wait(
-        lambda: cluster.deployment("iris-server"), 30, "server Deployment"
-    )
+    wait(lambda: cluster.deployment("iris-server"), 30, "server Deployment")
     status = cluster.serve("iris", "v1")
     summary = json.loads(message)
     assert status["accuracy"] == pytest.approx(summary["accuracy"])
@@ -61,6 +59,125 @@ def test_create_trains_gates_and_serves(cluster, operator, trained, wait):
     wait(lambda: cluster.status("iris").get("ready") == "2/2", 30, "ready 2/2")
     out = cluster.kubectl("get", "md", "iris", "-n", cluster.ns)
     header, row = out.strip().splitlines()
-    assert header.split() == ["NAME", "VERSION", "SERVING", "ACCURACY", "GATE", "READY", "PHASE", "AGE"]
+    assert header.split() == [
+        "NAME",
+        "VERSION",
+        "SERVING",
+        "ACCURACY",
+        "GATE",
+        "READY",
+        "PHASE",
+        "AGE",
+    ]
     cells = row.split()
     assert cells[:7] == ["iris", "v1", "v1", str(summary["accuracy"]), "Passed", "2/2", "Serving"]
+
+
+def _serve_v1(cluster, trained, wait, name="iris", **spec):
+    cluster.create_md(name, {"modelVersion": "v1", **spec})
+    cluster.finish_trainer(name, "v1", trained("v1"))
+    return cluster.serve(name, "v1")
+
+
+def _warnings(cluster, name, reason):
+    return [e for e in cluster.events(name) if e["type"] == "Warning" and e["reason"] == reason]
+
+
+def test_rejected_versions_keep_the_old_model_then_a_good_one_serves(
+    cluster, operator, trained, wait
+):
+    _serve_v1(cluster, trained, wait)
+    server_before = cluster.deployment("iris-server")
+
+    # Worse than the serving model (0.90 < 0.9667) but above minAccuracy: regression.
+    cluster.patch_md(
+        "iris", {"modelVersion": "v2", "training": {"hyperparameters": {"n_neighbors": 40}}}
+    )
+    job = wait(lambda: cluster.job("iris", "v2"), 30, "Job v2")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--params-json") + 1] == '{"n_neighbors":40}'
+    cluster.finish_trainer("iris", "v2", trained("v2", "--param", "n_neighbors=40"))
+    status = wait(
+        lambda: (s := cluster.status("iris")).get("phase") == "Degraded" and s, 30, "Degraded"
+    )
+    assert status["servingVersion"] == "v1"
+    assert status["gate"]["result"] == "Rejected"
+    assert status["gate"]["reason"] == "RegressionDetected"
+    assert "worse than the serving model" in status["gate"]["message"]
+    degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
+    assert degraded["status"] == "True" and "still serving v1" in degraded["message"]
+    wait(lambda: _warnings(cluster, "iris", "GateRejected"), 15, "Warning event GateRejected")
+    server = cluster.deployment("iris-server")
+    assert server["spec"]["template"]["metadata"]["labels"]["modelops.dev/version"] == "v1"
+    assert server["metadata"]["generation"] == server_before["metadata"]["generation"]
+
+    # Below minAccuracy (0.7667 < 0.85).
+    cluster.patch_md(
+        "iris",
+        {
+            "modelVersion": "v3",
+            "training": {"algorithm": "logistic_regression", "hyperparameters": {"C": 0.05}},
+        },
+    )
+    cluster.finish_trainer(
+        "iris", "v3", trained("v3", "--algorithm", "logistic_regression", "--param", "C=0.05")
+    )
+    status = wait(
+        lambda: (
+            (s := cluster.status("iris")).get("gate", {}).get("version") == "v3"
+            and s["gate"]["result"] == "Rejected"
+            and s
+        ),
+        30,
+        "v3 rejected",
+    )
+    assert status["gate"]["reason"] == "AccuracyBelowMinimum"
+    assert "accuracy 0.7667 is below minAccuracy 0.8500" in status["gate"]["message"]
+    assert status["phase"] == "Degraded" and status["servingVersion"] == "v1"
+    assert [h["outcome"] for h in status["history"]] == ["Rejected", "Rejected", "Accepted"]
+
+    # A good version serves again (equal accuracy: accepted with a warning).
+    cluster.patch_md(
+        "iris",
+        {
+            "modelVersion": "v4",
+            "training": {"algorithm": "knn", "hyperparameters": {"n_neighbors": 3}},
+        },
+    )
+    cluster.finish_trainer("iris", "v4", trained("v4", "--param", "n_neighbors=3"))
+    status = cluster.serve("iris", "v4")
+    assert status["phase"] == "Serving"
+    assert status["gate"]["reason"] == "InsignificantImprovement"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Degraded"]["status"] == "False"
+    server = cluster.deployment("iris-server")
+    assert server["spec"]["template"]["metadata"]["labels"]["modelops.dev/version"] == "v4"
+    assert server["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_failed_training_is_reported_once_and_not_retried(cluster, operator, trained, wait):
+    cluster.create_md(
+        "bad", {"modelVersion": "v1", "training": {"hyperparameters": {"n_neighbors": -3}}}
+    )
+    message = trained("v1", "--params-json", '{"n_neighbors":-3}')
+    assert '"status":"Failed"' in message
+    cluster.finish_trainer("bad", "v1", message, exit_code=1)
+    status = wait(
+        lambda: (s := cluster.status("bad")).get("phase") == "Failed" and s, 60, "phase Failed"
+    )
+    trained_condition = {c["type"]: c for c in status["conditions"]}["Trained"]
+    assert trained_condition["status"] == "False"
+    assert trained_condition["reason"] == "InvalidParameters"
+    assert "n_neighbors" in trained_condition["message"]
+    assert status["history"][0]["outcome"] == "Failed"
+    wait(lambda: _warnings(cluster, "bad", "TrainingFailed"), 15, "Warning event TrainingFailed")
+    assert cluster.deployment("bad-server") is None
+    # No retry: one Job, one pod, and the status stays put.
+    resource_version = cluster.md("bad")["metadata"]["resourceVersion"]
+    import time
+
+    time.sleep(5)
+    assert [j["metadata"]["name"] for j in cluster.jobs("bad")] == ["bad-train-v1"]
+    assert len(cluster.pods("modelops.dev/name=bad,app.kubernetes.io/component=trainer")) == 1
+    assert cluster.md("bad")["metadata"]["resourceVersion"] == resource_version
+    assert len(_warnings(cluster, "bad", "TrainingFailed")) == 1

@@ -231,8 +231,8 @@ def plan(
     serving_accuracy: float | None = old.get("accuracy")
     artifacts = dict(observed.artifacts)
 
-    if serving is None and observed.server is not None:
-        # Status lost (e.g. restored from Git): what the Deployment runs is what serves.
+    if serving is None and not history and observed.server is not None:
+        # Status lost (e.g. the resource restored from Git): what the Deployment runs serves.
         deployed = _template_version(observed.server)
         if deployed and rolled_out(
             observed.server, deployed, int(observed.server["spec"].get("replicas", 1))

@@ -1,0 +1,181 @@
+"""Pure rendering of the children (no cluster)."""
+
+import base64
+import json
+
+import pytest
+from modelops.settings import Settings
+from modelops.spec import ModelDeploymentSpec
+
+from modelops import render
+
+CR = {
+    "apiVersion": "modelops.dev/v1alpha1",
+    "kind": "ModelDeployment",
+    "metadata": {"name": "iris", "namespace": "ml", "uid": "u-1", "generation": 1},
+    "spec": {"modelVersion": "v2"},
+}
+SETTINGS = Settings()
+
+
+def spec(**extra):
+    return ModelDeploymentSpec.from_dict({**CR["spec"], **extra})
+
+
+def _assert_locked_down(pod_spec):
+    assert pod_spec["automountServiceAccountToken"] is False
+    assert pod_spec["securityContext"]["runAsNonRoot"] is True
+    assert pod_spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for c in pod_spec["containers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert c["resources"]["requests"] and c["resources"]["limits"]
+
+
+def _assert_owned(manifest, component):
+    meta = manifest["metadata"]
+    assert meta["ownerReferences"] == [
+        {
+            "apiVersion": "modelops.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "name": "iris",
+            "uid": "u-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "modelops"
+    assert meta["labels"]["app.kubernetes.io/component"] == component
+    assert meta["labels"]["modelops.dev/name"] == "iris"
+    assert meta["namespace"] == "ml"
+
+
+def test_trainer_job():
+    job = render.trainer_job(CR, spec(training={"hyperparameters": {"n_neighbors": 7}}), SETTINGS)
+    assert job["metadata"]["name"] == "iris-train-v2"
+    assert job["metadata"]["labels"]["modelops.dev/version"] == "v2"
+    _assert_owned(job, "trainer")
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 600
+    pod = job["spec"]["template"]["spec"]
+    _assert_locked_down(pod)
+    assert pod["restartPolicy"] == "Never"
+    c = pod["containers"][0]
+    assert c["image"] == SETTINGS.trainer_image
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    args = c["args"]
+    assert args[args.index("--params-json") + 1] == '{"n_neighbors":7}'
+    assert args[args.index("--dataset") + 1] == "builtin:iris"
+    assert args[args.index("--output-dir") + 1] == "/work/models"
+    assert {"name": "work", "mountPath": "/work"} in c["volumeMounts"]
+
+
+def test_trainer_args_parse_with_the_real_cli():
+    from modelops_trainer.cli import build_parser
+
+    s = spec(training={"testSize": 0.25, "seed": 7, "dataset": {"url": "https://h/d.csv"}})
+    args = build_parser().parse_args(render.trainer_args(CR, s))
+    assert args.version == "v2" and args.test_size == 0.25 and args.seed == 7
+    assert args.dataset == "https://h/d.csv" and args.emit_artifact
+    assert str(args.result_file) == "/dev/termination-log"
+
+
+def test_trainer_job_mounts_a_configmap_dataset():
+    s = spec(training={"dataset": {"configMap": {"name": "flowers", "key": "f.csv"}}})
+    job = render.trainer_job(CR, s, SETTINGS)
+    pod = job["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--dataset") + 1] == "/data/f.csv"
+    volume = next(v for v in pod["volumes"] if v["name"] == "dataset")
+    assert volume["configMap"]["name"] == "flowers"
+
+
+def test_artifact_configmap_is_immutable_and_exact():
+    metadata = {"metrics": {"test_accuracy": 0.9}, "model_sha256": "ab", "created_at": "t"}
+    cm = render.artifact_configmap(CR, "v2", metadata, b"\x00model")
+    assert cm["metadata"]["name"] == "iris-model-v2" and cm["immutable"] is True
+    _assert_owned(cm, "model")
+    assert base64.b64decode(cm["binaryData"]["model.joblib"]) == b"\x00model"
+    assert json.loads(cm["data"]["metadata.json"]) == metadata
+    assert cm["metadata"]["annotations"]["modelops.dev/accuracy"] == "0.9"
+
+
+def test_server_deployment():
+    d = render.server_deployment(CR, spec(replicas=3), SETTINGS, "v1", "sha")
+    assert d["metadata"]["name"] == "iris-server" and d["spec"]["replicas"] == 3
+    _assert_owned(d, "server")
+    assert d["spec"]["selector"]["matchLabels"] == {
+        "modelops.dev/name": "iris",
+        "app.kubernetes.io/component": "server",
+    }
+    assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    template = d["spec"]["template"]
+    assert template["metadata"]["labels"]["modelops.dev/version"] == "v1"
+    assert template["metadata"]["labels"]["modelops.dev/scrape"] == "true"
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == "8000"
+    assert template["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+    pod = template["spec"]
+    _assert_locked_down(pod)
+    c = pod["containers"][0]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    assert env["MODELOPS_SERVER_ARTIFACT_DIR"] == "/models/v1"
+    assert env["MODELOPS_SERVER_PORT"] == "8000"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    model = next(v for v in pod["volumes"] if v["name"] == "model")
+    assert model["configMap"]["name"] == "iris-model-v1"
+    assert {"name": "model", "mountPath": "/models/v1", "readOnly": True} in c["volumeMounts"]
+
+
+def test_image_override():
+    d = render.server_deployment(CR, spec(serving={"image": "mine:1"}), SETTINGS, "v1", "")
+    assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:1"
+
+
+def test_service_selects_every_server_pod():
+    svc = render.service(CR, spec(serving={"port": 9000}))
+    assert svc["metadata"]["name"] == "iris"
+    assert svc["spec"]["selector"] == render.server_selector("iris")
+    assert svc["spec"]["ports"][0]["port"] == 9000
+    assert render.endpoint("iris", "ml", 9000) == "http://iris.ml.svc:9000"
+
+
+def test_loadgen():
+    assert render.loadgen_deployment(CR, spec(loadRate=0), SETTINGS) is None
+    d = render.loadgen_deployment(
+        CR, spec(loadRate=2.5, loadGenerator={"payload": "iris"}), SETTINGS
+    )
+    assert d is not None
+    _assert_owned(d, "loadgen")
+    pod = d["spec"]["template"]["spec"]
+    _assert_locked_down(pod)
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env == {
+        "API_HOST": "iris",
+        "API_PORT": "8000",
+        "MODELOPS_LOADGEN_RATE": "2.5",
+        "MODELOPS_LOADGEN_METRICS_PORT": "9100",
+        "MODELOPS_LOADGEN_PAYLOAD": "iris",
+        "MODELOPS_LOADGEN_ENDPOINT": "predict",
+        "HOME": "/tmp",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    assert d["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9100"
+    assert d["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_monitors():
+    sm = render.service_monitor(CR, spec(monitoring={"scrapeInterval": "30s"}))
+    assert sm["kind"] == "ServiceMonitor"
+    assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    pm = render.pod_monitor(CR, spec(), SETTINGS)
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+
+
+@pytest.mark.parametrize("version", ["v1", "2024-06-01", "v1.2.3"])
+def test_names_are_valid(version):
+    import re
+
+    for name in (render.job_name("iris", version), render.artifact_name("iris", version)):
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) and len(name) <= 63
