@@ -12,8 +12,10 @@ PACKAGES    := trainer/src model-server/src loadgen/src operator/src hack/testen
 export MODELOPS_STATE_DIR ?= $(CURDIR)/.modelops
 DURATION    ?=
 PYTEST_ARGS ?=
+PLATFORM    ?= kind
+UP_TIMEOUT  ?= 900
 
-.PHONY: help install k8s lint format test test-unit test-integration bench demo cluster clean
+.PHONY: help install k8s lint format test test-unit test-integration bench demo cluster up down images clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,10 +29,14 @@ install: $(STAMP) ## Install what the project runs with (venv, packages, Debian 
 k8s: install ## Build (or reuse from ~/.cache/modelops) the test control plane's binaries.
 	@hack/build-k8s.sh
 
-lint: install ## Run ruff and mypy on every package.
+lint: install ## Run ruff and mypy on every package; hadolint, shellcheck, actionlint.
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy $(PACKAGES)
+	@$(VENV)/bin/mypy --strict hack/release/release.py
+	@$(VENV)/bin/hadolint docker/Dockerfile
+	@$(VENV)/bin/shellcheck hack/*.sh argocd/*.sh docker/*.sh .ci/run
+	@"$$(hack/tools.sh actionlint)" -shellcheck $(VENV)/bin/shellcheck .github/workflows/*.yml
 
 format: install ## Reformat the code with ruff.
 	@$(VENV)/bin/ruff format .
@@ -55,6 +61,15 @@ demo: install ## Run the sample ModelDeployment locally: train, gate, serve, loa
 
 cluster: install k8s ## Start a throw-away control plane in the foreground (Ctrl-C stops it).
 	@$(VENV)/bin/modelops-cluster $(CLUSTER_ARGS)
+
+up: install ## Deploy to a local cluster (kind; PLATFORM=minikube|microk8s) and wait until the sample serves.
+	@PLATFORM=$(PLATFORM) UP_TIMEOUT=$(UP_TIMEOUT) hack/up.sh
+
+down: ## Remove what `make up` created.
+	@hack/down.sh
+
+images: install ## Build the four container images (needs Docker): modelops-<component>:dev.
+	@hack/images.sh
 
 clean: ## Remove the venv, tool caches and the demo state.
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache .modelops

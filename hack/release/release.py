@@ -89,8 +89,10 @@ def load_training(paths: Paths) -> dict[str, Any]:
     if not isinstance(training, dict):
         raise ReleaseError(f"{paths.training}: 'training' must be a mapping (algorithm, ...)")
     dataset = training.get("dataset", {"builtin": "iris"})
-    if not isinstance(dataset, dict) or len(dataset) != 1 or not (
-        set(dataset) <= {"builtin", "url"}
+    if (
+        not isinstance(dataset, dict)
+        or len(dataset) != 1
+        or not (set(dataset) <= {"builtin", "url"})
     ):
         raise ReleaseError(
             f"{paths.training}: training.dataset must be {{builtin: iris}} or {{url: https://...}}"
@@ -186,7 +188,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
             check=False,
         )
         if train.returncode != 0:
-            print(f"training {args.model} {version} failed:\n{train.stderr.strip()}", file=sys.stderr)
+            print(
+                f"training {args.model} {version} failed:\n{train.stderr.strip()}", file=sys.stderr
+            )
             _github_output({"accepted": "false", "message": "training failed"})
             return 1
         summary = json.loads(train.stdout)
@@ -240,6 +244,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
         f"{verdict} ({result['reason']}): {result['message']}",
         file=sys.stderr if not result["accepted"] else sys.stdout,
     )
+    if not result["accepted"] and os.environ.get("GITHUB_ACTIONS") == "true":
+        # Shown on the workflow run's summary page.
+        print(f"::error title=Gate rejected {args.model} {version}::{result['message']}")
     return 0 if result["accepted"] else 1
 
 
@@ -284,7 +291,9 @@ def cmd_bump(args: argparse.Namespace) -> int:
             f"{args.result} records a rejected model ({result.get('message')}); nothing to release"
         )
     if result.get("model") != args.model:
-        raise ReleaseError(f"{args.result} is about model {result.get('model')!r}, not {args.model!r}")
+        raise ReleaseError(
+            f"{args.result} is about model {result.get('model')!r}, not {args.model!r}"
+        )
     prefix = args.image_prefix.rstrip("/")
     if not prefix or prefix != prefix.lower() or " " in prefix:
         raise ReleaseError(
@@ -317,7 +326,10 @@ def cmd_bump(args: argparse.Namespace) -> int:
         "modelVersion": result["version"],
         "accuracy": result["accuracy"],
         "gate": {"reason": result["reason"], "message": result["message"]},
-        "previous": {"modelVersion": result["previousVersion"], "accuracy": result["previousAccuracy"]},
+        "previous": {
+            "modelVersion": result["previousVersion"],
+            "accuracy": result["previousAccuracy"],
+        },
         "commit": args.commit or _git(paths.root, "rev-parse", "HEAD").strip(),
         "imageTag": args.tag,
         "modelSha256": result["modelSha256"],

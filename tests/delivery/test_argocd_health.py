@@ -30,11 +30,35 @@ VALID_STATUSES = {"Unknown", "Progressing", "Suspended", "Healthy", "Degraded", 
 INVALID_STATUS = "Lua returned an invalid health status"
 
 # gopher-lua's OpenBase (baselib.go) globals; `require`/`module` come from its loadlib there.
-BASE_FUNCTIONS = (
-    "assert collectgarbage dofile error getfenv getmetatable ipairs load loadfile loadstring "
-    "module newproxy next pairs pcall print rawequal rawget rawset select setfenv setmetatable "
-    "tonumber tostring type unpack xpcall"
-).split()
+BASE_FUNCTIONS = [
+    "assert",
+    "collectgarbage",
+    "dofile",
+    "error",
+    "getfenv",
+    "getmetatable",
+    "ipairs",
+    "load",
+    "loadfile",
+    "loadstring",
+    "module",
+    "newproxy",
+    "next",
+    "pairs",
+    "pcall",
+    "print",
+    "rawequal",
+    "rawget",
+    "rawset",
+    "select",
+    "setfenv",
+    "setmetatable",
+    "tonumber",
+    "tostring",
+    "type",
+    "unpack",
+    "xpcall",
+]
 
 SANDBOX = """
 local BASE, real_G = ...

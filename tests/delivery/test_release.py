@@ -49,7 +49,9 @@ def repo(tmp_path: Path) -> Path:
         shutil.copy(ROOT / rel, repo / rel)
     git(repo, "init", "--quiet", "--initial-branch=main")
     git(repo, "add", ".")
-    git(repo, "-c", "user.name=dev", "-c", "user.email=dev@example.invalid", "commit", "-qm", "init")
+    git(
+        repo, "-c", "user.name=dev", "-c", "user.email=dev@example.invalid", "commit", "-qm", "init"
+    )
     return repo
 
 
@@ -80,7 +82,9 @@ def test_accepted_model_commits_the_bump(repo: Path, tmp_path: Path):
     assert outputs["accepted"] == "true"
     assert outputs["version"] == "v2"
 
-    bump = release(repo, "bump", "--result", str(result), "--image-prefix", PREFIX, "--tag", "abc1234")
+    bump = release(
+        repo, "bump", "--result", str(result), "--image-prefix", PREFIX, "--tag", "abc1234"
+    )
     assert bump.returncode == 0, bump.stderr
 
     assert git(repo, "rev-parse", "HEAD~1").strip() == base  # exactly one new commit
@@ -107,7 +111,9 @@ def test_accepted_model_commits_the_bump(repo: Path, tmp_path: Path):
     for component in ("operator", "trainer", "server", "loadgen"):
         assert f"{PREFIX}/modelops-{component}:abc1234" in images
     # The bumped models directory still builds (deploy/platform needs ../../config: not here).
-    subprocess.run(["kubectl", "kustomize", str(repo / "deploy/models")], check=True, capture_output=True)
+    subprocess.run(
+        ["kubectl", "kustomize", str(repo / "deploy/models")], check=True, capture_output=True
+    )
 
     # The next run gates against v2, as recorded by this release.
     again = release(repo, "gate")

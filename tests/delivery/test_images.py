@@ -1,0 +1,169 @@
+"""The container images' install step and entrypoints, without Docker.
+
+docker/Dockerfile runs ``docker/install.sh install <component>`` in its build stage and copies
+only the resulting venv into the final image. Docker has no engine here, so this runs the same
+script (same requirements exported from uv.lock, same pip --require-hashes --no-deps, same
+wheels) into a fresh venv per component and starts the image's entrypoint from it. Venvs are
+cached under ~/.cache/modelops/image-venvs/, keyed by a hash of everything that goes in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modelops" / "image-venvs"
+SOURCES = ["trainer", "model-server", "loadgen", "operator"]
+BUILD_TOOLS = {"pip", "hatchling", "uv", "setuptools", "wheel"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build context like the image's: .image-build/ plus the workspace packages."""
+    ctx = tmp_path_factory.mktemp("context")
+    subprocess.run(
+        [str(ROOT / "docker/install.sh"), "export", str(ctx / ".image-build")],
+        check=True,
+        timeout=120,
+    )
+    for name in SOURCES:
+        shutil.copytree(
+            ROOT / name, ctx / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+    return ctx
+
+
+def _key(ctx: Path, component: str) -> str:
+    digest = hashlib.sha256()
+    files = [ROOT / "docker/install.sh", ctx / ".image-build/build-requirements.txt"]
+    files += sorted((ctx / ".image-build" / component).iterdir())
+    for name in SOURCES:
+        files += sorted(p for p in (ctx / name).rglob("*") if p.is_file())
+    for path in files:
+        digest.update(str(path.relative_to(ctx) if ctx in path.parents else path.name).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def image_venv(ctx: Path, component: str) -> Path:
+    venv = CACHE / f"{component}-{_key(ctx, component)}"
+    if (venv / ".complete").exists():
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [str(ROOT / "docker/install.sh"), "install", component, str(ctx), str(venv)],
+        check=True,
+        timeout=900,
+    )
+    (venv / ".complete").touch()
+    return venv
+
+
+def installed(venv: Path) -> set[str]:
+    code = (
+        "import importlib.metadata as m, json;"
+        "print(json.dumps(sorted({d.metadata['Name'].lower().replace('_', '-') "
+        "for d in m.distributions()})))"
+    )
+    out = subprocess.run(
+        [str(venv / "bin/python"), "-c", code], check=True, capture_output=True, text=True
+    )
+    return set(json.loads(out.stdout))
+
+
+def locked(ctx: Path, component: str) -> set[str]:
+    names = set()
+    for line in (ctx / ".image-build" / component / "requirements.txt").read_text().splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            names.add(line.split("==")[0].strip().lower().replace("_", "-"))
+    return names
+
+
+def run(venv: Path, *cmd: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(cwd or venv)}
+    return subprocess.run(
+        [str(venv / "bin" / cmd[0]), *cmd[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("component", "local"),
+    [
+        ("operator", {"modelops", "modelops-trainer"}),
+        ("trainer", {"modelops-trainer"}),
+        ("server", {"modelops-model-server", "modelops-trainer"}),
+        ("loadgen", {"modelops-loadgen"}),
+    ],
+)
+def test_image_venv_holds_exactly_the_locked_packages(exported: Path, component: str, local):
+    venv = image_venv(exported, component)
+    have = installed(venv)
+    assert not have & BUILD_TOOLS, (
+        f"build tools left in the {component} image: {have & BUILD_TOOLS}"
+    )
+    # Markers (python version, platform) may leave a locked line out; nothing extra may come in.
+    assert have - local <= locked(exported, component)
+    assert local <= have
+
+
+def test_operator_entrypoint(exported: Path):
+    out = run(image_venv(exported, "operator"), "modelops", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "operator" in out.stdout
+
+
+def test_trainer_entrypoint_trains(exported: Path, tmp_path: Path):
+    venv = image_venv(exported, "trainer")
+    out = run(
+        venv, "modelops-trainer", "train", "--version", "v1", "--output-dir", "m", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["status"] == "Succeeded"
+    assert summary["accuracy"] >= 0.85
+    assert (tmp_path / "m/v1/model.joblib").is_file()
+
+
+def test_server_entrypoint(exported: Path):
+    out = run(image_venv(exported, "server"), "modelops-server", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "usage" in out.stdout.lower()
+
+
+def test_loadgen_entrypoint(exported: Path):
+    out = run(image_venv(exported, "loadgen"), "modelops-loadgen", "--help")
+    assert out.returncode == 0, out.stderr
+    assert "usage" in out.stdout.lower()
+
+
+def test_dockerfile_targets_match_the_components():
+    text = (ROOT / "docker/Dockerfile").read_text()
+    for component, entrypoint in [
+        ("operator", "modelops"),
+        ("trainer", "modelops-trainer"),
+        ("server", "modelops-server"),
+        ("loadgen", "modelops-loadgen"),
+    ]:
+        stage = text.split(f"FROM base AS {component}\n", 1)[1].split("\nFROM ", 1)[0]
+        assert f"RUN docker/install.sh install {component} /src /opt/venv" in text
+        assert f'ENTRYPOINT ["{entrypoint}"]' in stage
+        assert "USER 65532:65532" in stage
+        assert f"COPY --from=build-{component} /opt/venv /opt/venv" in stage
+    base = text.split("ARG PYTHON_BASE=", 1)[1].split("\n", 1)[0]
+    assert "@sha256:" in base and len(base.split("@sha256:")[1]) == 64
