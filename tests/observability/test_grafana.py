@@ -94,10 +94,10 @@ def test_model_serving_picks_the_modeldeployment(obs):
 
 
 def test_the_issue_panels_exist(obs):
-    titles = {
-        name: {p["title"] for p in obs.iter_panels(obs.load_dashboard(obs.GRAFANA_DIR / "dashboards" / name))}
-        for name in ("model-serving.json", "operator.json")
-    }  # fmt: skip
+    titles = {}
+    for name in ("model-serving.json", "operator.json"):
+        dashboard = obs.load_dashboard(obs.GRAFANA_DIR / "dashboards" / name)
+        titles[name] = {p["title"] for p in obs.iter_panels(dashboard)}
     for needle in ("species and version", "p50 / p95 / p99", "Error ratio", "Ready replicas",
                    "Accuracy per version", "Online accuracy", "target vs achieved"):  # fmt: skip
         assert any(needle in t for t in titles["model-serving.json"]), needle
@@ -142,4 +142,6 @@ def test_datasource_points_at_the_shipped_prometheus_service(obs):
     )
     grafana = yaml.safe_load((obs.GRAFANA_DIR / "kustomization.yaml").read_text())
     prometheus = yaml.safe_load((obs.PROM_DIR / "kustomization.yaml").read_text())
-    assert grafana["namespace"] == prometheus["namespace"], "the short Service name needs one namespace"
+    assert grafana["namespace"] == prometheus["namespace"], (
+        "the short Service name needs one namespace"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 
@@ -30,6 +31,7 @@ def test_local_config_has_no_placeholder_left_after_rendering(obs, tmp_path):
     assert "@" not in text.replace(str(tmp_path), "")
 
 
+@pytest.mark.timeout(1800)  # a cold build of promtool on a busy 2-core machine
 def test_promtool_accepts_the_cluster_config(obs, tmp_path):
     """Checked with a promtool that knows kubernetes_sd (Debian's is built without it)."""
     promtool = obs.kubernetes_promtool()
@@ -93,9 +95,7 @@ def test_prometheus_manifests(obs):
 def test_prometheus_rbac_is_least_privilege(obs):
     docs = kustomize(obs, obs.PROM_DIR)
     (role,) = by_kind(docs, "ClusterRole")
-    assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
-    ]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
     assert by_kind(docs, "Role") == []
     (binding,) = by_kind(docs, "ClusterRoleBinding")
     (sa,) = by_kind(docs, "ServiceAccount")

@@ -83,7 +83,9 @@ def test_both_configurations_load_the_same_rule_files(obs):
     assert cluster["rule_files"] == ["/etc/prometheus/rules/*.yaml"]
     # The cluster's rules ConfigMap (mounted at /etc/prometheus/rules) holds every rule file.
     kustomization = yaml.safe_load((obs.PROM_DIR / "kustomization.yaml").read_text())
-    (rules_cm,) = [g for g in kustomization["configMapGenerator"] if g["name"] == "prometheus-rules"]
+    (rules_cm,) = [
+        g for g in kustomization["configMapGenerator"] if g["name"] == "prometheus-rules"
+    ]
     assert sorted(rules_cm["files"]) == sorted(
         str(p.relative_to(obs.PROM_DIR)) for p in obs.RULES_DIR.glob("*")
     )
