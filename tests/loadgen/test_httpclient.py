@@ -119,6 +119,30 @@ def test_close_delimited_body_ends_at_eof_and_the_connection_is_not_reused():
     assert len(reqs) == 3
 
 
+def test_connections_the_server_closes_are_forgotten():
+    async def go():
+        async def once(req, w):
+            w.write(OK)  # keep-alive by default in HTTP/1.1, but the server hangs up after it
+            await w.drain()
+            return "close"
+
+        server, port, _ = await _serve(once)
+        client = HttpClient(5.0)
+        ep = Endpoint.parse(f"http://127.0.0.1:{port}/x")
+        for _ in range(20):
+            assert await client.post(ep, b"{}") == (200, b"{}")
+            await asyncio.sleep(0.02)  # let the close arrive before the next request
+        await asyncio.sleep(0.05)
+        leftover = (len(client._all), sum(len(d) for d in client._idle.values()))
+        await client.close()
+        server.close()
+        return leftover, len(serve_state[port])
+
+    leftover, connections = run(go())
+    assert connections == 20
+    assert leftover == (0, 0)
+
+
 def test_interim_100_continue_is_skipped():
     async def go():
         async def cont(req, w):

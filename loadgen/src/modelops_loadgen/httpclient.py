@@ -13,6 +13,7 @@ import asyncio
 import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -89,6 +90,7 @@ class _Connection(asyncio.Protocol):
         "_waiter",
         "closed",
         "keep_alive",
+        "on_lost",
         "status",
         "transport",
     )
@@ -103,6 +105,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.keep_alive = True
         self.closed = False
+        self.on_lost: Callable[[_Connection], None] | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -132,6 +135,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.on_lost is not None:
+            self.on_lost(self)
         reason = f": {exc}" if exc else ""
         self._fail(DisconnectedError(f"connection closed before the response ended{reason}"))
 
@@ -208,8 +213,17 @@ class HttpClient:
             raise RequestTimeout(f"connecting to {ep.host}:{ep.port} timed out") from None
         except OSError as exc:  # refused, unreachable, DNS (socket.gaierror)
             raise ConnectError(f"cannot connect to {ep.host}:{ep.port}: {exc}") from None
+        proto.on_lost = self._forget
         self._all.add(proto)
         return proto
+
+    def _forget(self, conn: _Connection) -> None:
+        """A connection closed (by either side): drop every reference so none accumulate."""
+        self._all.discard(conn)
+        for idle in self._idle.values():
+            if conn in idle:
+                idle.remove(conn)
+                break
 
     async def post(self, ep: Endpoint, body: bytes) -> tuple[int, bytes]:
         """Send one POST; returns (status, body) or raises an HttpClientError."""

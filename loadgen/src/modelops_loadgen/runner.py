@@ -269,6 +269,13 @@ class Generator:
         except asyncio.CancelledError:
             stats.record("aborted")
             raise
+        except Exception:
+            # A bug must not silently kill a worker (and shrink the concurrency): count it,
+            # log it with its traceback, keep going.
+            outcome = "client_error"
+            if clock() - self._last_error_log.get("internal", -1e9) >= _ERROR_LOG_INTERVAL:
+                self._last_error_log["internal"] = clock()
+                log.exception("unexpected error while sending", extra={"url": ep.url})
         finally:
             stats.in_flight -= 1
         stats.record(outcome, code)
@@ -280,12 +287,11 @@ class Generator:
         history: deque[tuple[float, int, int, list[int]]] = deque()
         last_progress = clock()
         interval = self.settings.summary_interval
-        generation = self.targets.generation
         while True:
             await asyncio.sleep(1.0)
             now = clock()
-            if self.targets.generation != generation and self._client is not None:
-                generation = self.targets.generation
+            if self._client is not None:
+                # Connections to targets that left the list are closed once they are idle.
                 self._client.drop_idle({ep.key for ep in self.targets.endpoints})
             skipped = self.stats.counts.get(("skipped", ""), 0)
             snap = (now, self.stats.sent, skipped, self.stats.lag.snapshot())
