@@ -25,7 +25,6 @@ from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .errors import (
@@ -73,23 +72,30 @@ class RawRoute(APIRoute):
 
     FastAPI still builds the OpenAPI description from the route, but requests skip its
     dependency solving and response serialisation (~40 µs per request): every endpoint here
-    reads its own body and returns a ready :class:`Response`.
+    reads its own body and returns a ready :class:`Response`. ``on_response`` counts successful
+    answers by route template (errors are counted where they are mapped, in create_app).
     """
+
+    on_response: Callable[[str, int], None] = staticmethod(lambda endpoint, code: None)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = self.endpoint
         wants_request = "request" in inspect.signature(endpoint).parameters
+        path = self.path
+        count = self.on_response
 
         if wants_request:
 
             async def handle_with_request(request: Request) -> Response:
                 response: Response = await endpoint(request, **request.path_params)
+                count(path, response.status_code)
                 return response
 
             return handle_with_request
 
         async def handle(request: Request) -> Response:
             response: Response = await endpoint(**request.path_params)
+            count(path, response.status_code)
             return response
 
         return handle
@@ -155,7 +161,9 @@ def create_app(settings: ServerSettings, model: LoadedModel | None = None) -> Fa
         redoc_url=None,
     )
     app.state.server = state
-    app.router.route_class = RawRoute
+    app.router.route_class = type(
+        "CountedRawRoute", (RawRoute,), {"on_response": staticmethod(metrics.count_request)}
+    )
     limit = settings.max_body_bytes
     max_rows = settings.max_batch_size
     errors = _error_responses()
@@ -402,7 +410,9 @@ def create_app(settings: ServerSettings, model: LoadedModel | None = None) -> Fa
 
     def error_response(request: Request, exc: ServerError) -> JSONBytes:
         route = request.scope.get("route")
-        metrics.count_error(route.path if route is not None else UNMATCHED, exc.kind)
+        endpoint = route.path if route is not None else UNMATCHED
+        metrics.count_error(endpoint, exc.kind)
+        metrics.count_request(endpoint, exc.status_code)
         return _json(exc.body(), exc.status_code)
 
     async def on_server_error(request: Request, exc: Exception) -> Response:
@@ -440,36 +450,8 @@ def create_app(settings: ServerSettings, model: LoadedModel | None = None) -> Fa
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(Exception, on_unexpected)
-    if settings.metrics_enabled:
-        app.add_middleware(RequestMetrics, metrics=metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
-
-
-class RequestMetrics:
-    """Pure ASGI middleware: counts every response by route template and status code."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            self.metrics.count_request(route.path if route is not None else UNMATCHED, status)
 
 
 # ---- helpers -----------------------------------------------------------------------------------
