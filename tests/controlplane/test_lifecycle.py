@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,9 @@ def wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
     return [p for p in pids if alive(p)]
 
 
-def start_launcher(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+@contextlib.contextmanager
+def launcher(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """``python -m modelops_testenv`` until it printed its KUBECONFIG line; killed if left over."""
     log = (tmp_path / "launcher.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelops_testenv", *args],
@@ -56,32 +60,37 @@ def start_launcher(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], P
         stderr=log,
         text=True,
     )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()  # blocks until the cluster is ready (or the launcher fails)
-    assert line.startswith("export KUBECONFIG="), (tmp_path / "launcher.log").read_text()
-    return proc, Path(line.strip().split("=", 1)[1])
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until the cluster is ready (or the launcher fails)
+        assert line.startswith("export KUBECONFIG="), (tmp_path / "launcher.log").read_text()
+        yield proc, Path(line.strip().split("=", 1)[1])
+    finally:
+        if proc.poll() is None:  # the test failed: SIGKILL, and PR_SET_PDEATHSIG does the rest
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_everything_and_removes_the_data(tmp_path: Path, sig: signal.Signals):
-    proc, kubeconfig = start_launcher(tmp_path, "--nodes", "1")
-    kids = children(proc.pid)
-    assert sorted(kids.values()) == sorted(
-        ["etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok"]
-    ), kids  # /proc's comm is cut at 15 characters
-    assert kubeconfig.is_file()
-    proc.send_signal(sig)
-    assert proc.wait(timeout=60) == 0, (tmp_path / "launcher.log").read_text()
+    with launcher(tmp_path, "--nodes", "1") as (proc, kubeconfig):
+        kids = children(proc.pid)
+        assert sorted(kids.values()) == sorted(
+            ["etcd", "kube-apiserver", "kube-controller", "kube-scheduler", "kwok"]
+        ), kids  # /proc's comm is cut at 15 characters
+        assert kubeconfig.is_file()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0, (tmp_path / "launcher.log").read_text()
     assert wait_gone(list(kids)) == []
     assert not kubeconfig.parent.exists()
 
 
 def test_sigkill_of_the_launcher_takes_the_components_down(tmp_path: Path):
-    proc, kubeconfig = start_launcher(tmp_path, "--nodes", "0")
-    kids = list(children(proc.pid))
-    assert len(kids) == 3
-    os.kill(proc.pid, signal.SIGKILL)  # no cleanup code can run: PR_SET_PDEATHSIG does it
-    proc.wait(timeout=10)
+    with launcher(tmp_path, "--nodes", "0") as (proc, kubeconfig):
+        kids = list(children(proc.pid))
+        assert len(kids) == 3
+        os.kill(proc.pid, signal.SIGKILL)  # no cleanup code can run: PR_SET_PDEATHSIG does it
+        proc.wait(timeout=10)
     assert wait_gone(kids) == []
     workdir = kubeconfig.parent
     assert workdir.exists()  # nobody could remove it ...

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except BinariesNotFound as err:
         log.error("%s", err)
         return 2
-    with terminate_as_interrupt():
+    with terminate_as_interrupt(sigint=True):
         try:
             log.info("starting (k8s %s, etcd %s) ...", K8S_VERSION, ETCD_VERSION)
             plane.start()

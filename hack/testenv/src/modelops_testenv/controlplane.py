@@ -90,8 +90,13 @@ def remove_stale_workdirs(parent: Path | None = None) -> list[Path]:
 
 
 @contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so cleanup code runs (main thread only)."""
+def terminate_as_interrupt(sigint: bool = False) -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so cleanup code runs (main thread only).
+
+    Only signals left at their default action are taken over. With ``sigint``, SIGINT raises
+    KeyboardInterrupt even if it was inherited as ignored (a shell's ``cmd &`` does that), so
+    that Ctrl-C or ``kill -INT`` always stops a foreground launcher.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -103,6 +108,8 @@ def terminate_as_interrupt() -> Iterator[None]:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(sig) is signal.SIG_DFL:
             previous[sig] = signal.signal(sig, raise_interrupt)
+    if sigint and signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL):
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
