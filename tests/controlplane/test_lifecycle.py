@@ -96,3 +96,52 @@ def test_sigkill_of_the_launcher_takes_the_components_down(tmp_path: Path):
     assert workdir.exists()  # nobody could remove it ...
     assert workdir in remove_stale_workdirs(workdir.parent)  # ... until the next start does
     assert not workdir.exists()
+
+
+def fake_bin_dir(tmp_path: Path, **scripts: str) -> Path:
+    """The real binaries, except those given as shell scripts (keyword = binary name)."""
+    from modelops_testenv.binaries import default_bin_dir
+
+    d = tmp_path / "bin"
+    d.mkdir()
+    for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
+        script = scripts.get(name.replace("-", "_"))
+        if script is None:
+            (d / name).symlink_to(default_bin_dir() / name)
+        else:
+            (d / name).write_text(f"#!/bin/sh\n{script}\n")
+            (d / name).chmod(0o755)
+    return d
+
+
+def test_a_component_that_dies_at_start_fails_fast_with_its_log(tmp_path: Path):
+    from modelops_testenv import ComponentExited, ControlPlane
+
+    plane = ControlPlane(bin_dir=fake_bin_dir(tmp_path, etcd="echo 'etcd: boom' >&2; exit 3"))
+    with pytest.raises(ComponentExited, match=r"(?s)etcd exited with code 3.*etcd: boom"):
+        plane.start()
+    assert plane.components == {}
+    assert plane._workdir is None
+
+
+def test_a_start_timeout_leaves_no_process_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from modelops_testenv import ControlPlane
+
+    # A kube-apiserver that never gets ready, with a grandchild in its process group.
+    bins = fake_bin_dir(tmp_path, kube_apiserver='sleep 300 & echo $! > "$0.child"; wait')
+    plane = ControlPlane(bin_dir=bins, start_timeout=3)
+    started: list[int] = []
+    original = plane._launch
+
+    def spy(name: str, args: list[str]):
+        comp = original(name, args)
+        started.append(comp.pid)
+        return comp
+
+    monkeypatch.setattr(plane, "_launch", spy)
+    with pytest.raises(TimeoutError, match="kube-apiserver /readyz"):
+        plane.start()
+    grandchild = int((bins / "kube-apiserver.child").read_text())
+    assert len(started) == 2  # etcd and the fake kube-apiserver
+    assert wait_gone([*started, grandchild], timeout=15) == []
+    assert plane._workdir is None
