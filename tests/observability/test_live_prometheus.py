@@ -186,7 +186,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, obs: Any) -> Iterator[dict[st
             "--host", "127.0.0.1", "--port", str(server_port),
         )  # fmt: skip
         server = f"http://127.0.0.1:{server_port}"
-        wait_for("the model server to be ready", lambda: http_get(f"{server}/readyz"), 60)
+        wait_for("the model server to be ready", lambda: http_get(f"{server}/readyz"), 120)
 
         file_sd = tmp / "file_sd"
         file_sd.mkdir()
@@ -207,7 +207,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, obs: Any) -> Iterator[dict[st
             f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
         )  # fmt: skip
         api = PromAPI(f"http://127.0.0.1:{prom_port}")
-        wait_for("Prometheus to be ready", lambda: http_get(f"{api.base}/-/ready"), 60)
+        wait_for("Prometheus to be ready", lambda: http_get(f"{api.base}/-/ready"), 120)
 
         # Open-loop load with labelled rows (online accuracy); it outlives the queries and
         # ends by itself if the test dies first.
@@ -222,7 +222,14 @@ def live(tmp_path_factory: pytest.TempPathFactory, obs: Any) -> Iterator[dict[st
             targets = api.get("/api/v1/targets")["data"]["activeTargets"]
             return len(targets) == 3 and all(t["health"] == "up" for t in targets)
 
-        wait_for("every target to be up", all_up, 30)
+        try:  # generous: the machine is shared with other builds
+            wait_for("every target to be up", all_up, 90)
+        except AssertionError as exc:
+            targets = api.get("/api/v1/targets")["data"]["activeTargets"]
+            health = [(t["labels"].get("component"), t["health"], t["lastError"]) for t in targets]
+            raise AssertionError(
+                f"{exc}\ntargets: {health}\nloadgen: {procs.log('loadgen')}"
+            ) from None
         # A few bad requests, so the 4xx and error-kind series exist like in real life.
         for _ in range(3):
             req = urllib.request.Request(
