@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 PLATFORM    ?= kind
 UP_TIMEOUT  ?= 900
 
-.PHONY: help install k8s lint format test test-unit test-integration bench demo cluster up down images clean
+.PHONY: help install test-tools lint format test test-unit test-integration bench demo cluster up down images clean
 
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,8 +26,9 @@ $(STAMP): uv.lock pyproject.toml hack/bootstrap.sh hack/apt-packages.txt $(wildc
 
 install: $(STAMP) ## Install what the project runs with (venv, packages, Debian tools); idempotent.
 
-k8s: install ## Build (or reuse from ~/.cache/modelops) the test control plane's binaries.
+test-tools: install ## Build (or reuse from ~/.cache/modelops) test binaries: control plane, promtool.
 	@hack/build-k8s.sh
+	@hack/build-promtool.sh
 
 lint: install ## Run ruff and mypy on every package; hadolint, shellcheck, actionlint.
 	@$(VENV)/bin/ruff check .
@@ -42,16 +43,16 @@ format: install ## Reformat the code with ruff.
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: install k8s lint ## Run every test tier (unit, integration) after lint.
+test: install test-tools lint ## Run every test tier (unit, integration) after lint.
 	@$(PYTEST) $(PYTEST_ARGS)
 
 test-unit: install ## Run only the fast unit tests.
 	@$(PYTEST) -m unit $(PYTEST_ARGS)
 
-test-integration: install k8s ## Run only the integration tests.
+test-integration: install test-tools ## Run only the integration tests.
 	@$(PYTEST) -m integration $(PYTEST_ARGS)
 
-bench: install k8s ## Run the benchmarks and print figures with ratios to their baselines.
+bench: install test-tools ## Run the benchmarks and print figures with ratios to their baselines.
 	@$(PY) bench/run.py
 
 SAMPLE      ?= config/samples/modelops_v1alpha1_modeldeployment.yaml
@@ -59,7 +60,7 @@ SAMPLE      ?= config/samples/modelops_v1alpha1_modeldeployment.yaml
 demo: install ## Run the sample ModelDeployment locally: train, gate, serve, load, scrape (DURATION=s bounds it).
 	@$(VENV)/bin/modelops local up -f $(SAMPLE) $(if $(DURATION),--duration $(DURATION))
 
-cluster: install k8s ## Start a throw-away control plane in the foreground (Ctrl-C stops it).
+cluster: install test-tools ## Start a throw-away control plane in the foreground (Ctrl-C stops it).
 	@$(VENV)/bin/modelops-cluster $(CLUSTER_ARGS)
 
 up: install ## Deploy to a local cluster (kind; PLATFORM=minikube|microk8s) and wait until the sample serves.
