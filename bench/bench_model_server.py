@@ -499,6 +499,14 @@ def main() -> None:
             on.stop()
             off.stop()
 
+        # The library floor of start-up: the model cannot be unpickled before scikit-learn is
+        # imported (scipy.stats included), whatever the server does.
+        import_times = []
+        for _ in range(3):
+            started = time.monotonic()
+            subprocess.run([str(BIN / "python"), "-c", "import sklearn.pipeline"], check=True)
+            import_times.append(time.monotonic() - started)
+        results["import_sklearn_s"] = import_times
         ready_times = []
         for _ in range(3):
             server, _port = start("ours (ready)", ours_cmd, "/readyz")
@@ -587,6 +595,17 @@ def report(
                 ours.rps / b.rps >= GOALS["vs_B"],
             ),
         )
+    if open_latency["loadgen_behind"]:
+        reasons = results["open_loop"].get("behind_reasons")  # type: ignore[union-attr]
+        print(
+            f"\nWARNING: modelops-loadgen fell behind its schedule ({reasons}): the machine "
+            "is too busy for this open-loop figure to describe the server."
+        )
+    imports = results["import_sklearn_s"]
+    print(
+        f"start-up floor: `python -c 'import sklearn.pipeline'` takes "
+        f"{statistics.median(imports):.2f} s (median of 3)"  # type: ignore[arg-type]
+    )
     print(
         f"\nopen loop: p50 {open_latency['p50']:.2f} ms, p99 {open_latency['p99']:.2f} ms at "
         f"{open_latency['rate']:.0f} req/s; ready after {', '.join(f'{t:.2f}' for t in ready)} s"

@@ -38,7 +38,7 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .metrics import UNMATCHED, Metrics
-from .model import LoadedModel, load_model
+from .model import FEATURE_MAX_CM, FEATURE_MIN_CM, LoadedModel, load_model
 from .schemas import (
     BATCH_ADAPTER,
     INFER_ADAPTER,
@@ -446,6 +446,15 @@ def create_app(settings: ServerSettings, model: LoadedModel | None = None) -> Fa
         error = ServerError("internal error while handling the request; see the server log")
         return error_response(request, error)
 
+    # Starlette tries routes in order: prediction routes first saves ~3 µs per route skipped.
+    # No two templates here overlap ({name} never matches a '/'), so order changes nothing else.
+    hot = ("/predict", "/predict/batch", "/v2/models/{name}/infer")
+
+    def priority(route: Any) -> int:
+        path = getattr(route, "path", None)
+        return hot.index(path) if path in hot else len(hot)
+
+    app.router.routes.sort(key=priority)
     app.add_exception_handler(ServerError, on_server_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
@@ -567,8 +576,6 @@ def _oip_matrix(datatype: str, shape: list[int], data: list[Any], max_rows: int)
     x = x.reshape(rows, len(_FEATURES))
     if datatype == "FP32":
         x = x.astype(np.float32).astype(np.float64)  # the values an FP32 tensor holds
-    from .model import FEATURE_MAX_CM, FEATURE_MIN_CM
-
     bad = ~((x > FEATURE_MIN_CM) & (x <= FEATURE_MAX_CM))
     if bad.any():
         details = []
