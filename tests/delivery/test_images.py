@@ -39,6 +39,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copytree(
             ROOT / name, ctx / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
         )
+    for component in ("operator", "trainer", "server", "loadgen"):
+        _KEYS[(ctx, component)] = _key(ctx, component)
     return ctx
 
 
@@ -54,11 +56,17 @@ def _key(ctx: Path, component: str) -> str:
     return digest.hexdigest()[:16]
 
 
+_KEYS: dict[tuple[Path, str], str] = {}
+
+
 def image_venv(ctx: Path, component: str) -> Path:
-    venv = CACHE / f"{component}-{_key(ctx, component)}"
+    # Keyed once per context, before any build: pip wheel leaves files in the package dirs.
+    key = _KEYS.setdefault((ctx, component), _key(ctx, component))
+    venv = CACHE / f"{component}-{key}"
     if (venv / ".complete").exists():
         return venv
-    shutil.rmtree(venv, ignore_errors=True)
+    for stale in CACHE.glob(f"{component}-*"):  # venvs of earlier sources: never reused
+        shutil.rmtree(stale, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [str(ROOT / "docker/install.sh"), "install", component, str(ctx), str(venv)],
