@@ -317,12 +317,20 @@ def cluster(control_plane: Any, namespace: str, crds: None) -> Cluster:
 def operator(
     operator_kubeconfig: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator.log")
+    """The operator as a process with its own identity; ``@pytest.mark.operator_env(K=V)``
+    adds settings."""
+    marker = request.node.get_closest_marker("operator_env")
+    env = dict(marker.kwargs) if marker else {}
+    proc = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator.log", **env)
     proc.start()
     yield proc
     proc.kill(signal.SIGTERM)
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         sys.stderr.write(proc.logs()[-5000:])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "operator_env(**env): extra settings for `operator`")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -160,13 +160,28 @@ class Kube:
         path = object_path(
             manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
         )
-        self.request(
-            "PATCH",
-            path,
-            body=manifest,
-            query={"fieldManager": self.settings.field_manager, "force": "true"},
-            content_type="application/apply-patch+yaml",
-        )
+        try:
+            self.request(
+                "PATCH",
+                path,
+                body=manifest,
+                query={"fieldManager": self.settings.field_manager, "force": "true"},
+                content_type="application/apply-patch+yaml",
+            )
+        except ApiError as exc:
+            if exc.status != 422:
+                raise
+            # Apply merges keyed lists: a hand-edited key (e.g. a Service port changed from
+            # 8000 to 9999) stays beside ours and the result is invalid. A merge patch
+            # replaces such lists wholesale with the desired ones.
+            log.info("apply of %s was invalid (%s); replacing its lists", path, exc)
+            self.request(
+                "PATCH",
+                path,
+                body=manifest,
+                query={"fieldManager": self.settings.field_manager},
+                content_type="application/merge-patch+json",
+            )
 
     def delete(self, namespace: str, ref: Ref) -> None:
         path = object_path(ref.api_version, ref.kind, namespace, ref.name)
@@ -231,7 +246,8 @@ class Kube:
     def monitoring_crds(self) -> bool:
         """Whether ServiceMonitor/PodMonitor exist (checked at most once a minute)."""
         with self._lock:
-            if time.monotonic() - self._crd_checked < MONITORING_CRD_TTL and self._crd_checked:
+            ttl = min(MONITORING_CRD_TTL, self.settings.resync_seconds / 2)
+            if time.monotonic() - self._crd_checked < ttl and self._crd_checked:
                 return self._monitoring
         try:
             data = self.get("/apis/monitoring.coreos.com/v1")

@@ -2,10 +2,10 @@
 
 Every watch event (of a ModelDeployment or of a child it owns) only *schedules* a reconcile of
 that ModelDeployment; at most one pass per resource runs at a time, and events arriving during
-a pass coalesce into one more pass. kopf re-lists every watched kind every
-``MODELOPS_RESYNC_SECONDS`` (its watch timeout), which re-delivers every object: the periodic
-level-based resync. No handler that needs kopf's own state is used, so kopf writes no
-annotations or finalizers to the resources.
+a pass coalesce into one more pass. A kopf timer schedules every resource again each
+``MODELOPS_RESYNC_SECONDS``: the periodic level-based resync. kopf's only write to a resource is
+the finalizer its timers need (added once); no change-tracking handler is used, so it keeps no
+annotations there.
 
 Run: ``modelops-operator`` (or ``python -m modelops.operator``); settings from ``MODELOPS_*``.
 """
@@ -46,7 +46,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         for key, value in vars(record).items():
-            if key not in _RECORD_FIELDS and not key.startswith("_"):
+            # kopf attaches its whole settings object to some records: keep lines short.
+            if key not in _RECORD_FIELDS and not key.startswith("_") and key != "settings":
                 entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -63,8 +64,8 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    # kopf's per-event debug chatter is not useful at INFO.
-    logging.getLogger("kopf").setLevel(max(logging.INFO, root.level))
+    # kopf logs every handled event at INFO ("Handler ... succeeded"); only its problems matter.
+    logging.getLogger("kopf").setLevel(max(logging.WARNING, root.level))
 
 
 class Queue:
@@ -88,7 +89,11 @@ class Queue:
         try:
             while True:
                 self._dirty.discard(key)
-                retry = await self._once(key)
+                try:
+                    retry = await self._once(key)
+                except Exception:  # never lose the resource's queue entry
+                    log.exception("reconcile loop failed", extra={"key": "/".join(key)})
+                    retry = MAX_BACKOFF_SECONDS
                 if retry is not None:
                     await asyncio.sleep(retry)
                     continue
@@ -101,7 +106,8 @@ class Queue:
         """One pass; the delay before a retry when it failed, else None."""
         namespace, name = key
         started = time.perf_counter()
-        extra = {"namespace": namespace, "name": name}
+        # "name" is a LogRecord attribute: the resource goes under its own key.
+        extra = {"modeldeployment": f"{namespace}/{name}"}
         try:
             result = await asyncio.to_thread(self.kube.reconcile, namespace, name)
         except ApiError as exc:
@@ -131,9 +137,9 @@ class Queue:
                 result.status.get("phase"),
                 extra={
                     **extra,
-                    "created": [m["metadata"]["name"] for m in result.create],
-                    "applied": [m["metadata"]["name"] for m in result.apply],
-                    "deleted": [r.name for r in result.delete],
+                    "createdObjects": [m["metadata"]["name"] for m in result.create],
+                    "appliedObjects": [m["metadata"]["name"] for m in result.apply],
+                    "deletedObjects": [r.name for r in result.delete],
                     "events": [e.reason for e in result.events],
                     "statusChanged": result.status_changed,
                 },
@@ -168,9 +174,11 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         settings.posting.enabled = False
         # Periodic full re-list = the level-based resync; the inactivity timeout restarts a
         # watch that silently stopped delivering.
-        settings.watching.server_timeout = int(resync)
-        settings.watching.client_timeout = int(resync) + 10
-        settings.watching.inactivity_timeout = int(resync) + 30
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 310
+        settings.watching.inactivity_timeout = 600
+        # kopf's timers need a finalizer on the resource (added once, removed on deletion).
+        settings.persistence.finalizer = "modelops.dev/operator"
         # Peering is used when its object exists (config/manager ships it); without one kopf
         # warns and runs alone rather than refusing to start.
         settings.peering.mandatory = False
@@ -191,6 +199,14 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
             metrics.forget(namespace, name)
             return
         queue.schedule(namespace, name)
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry)
+    async def resync_timer(namespace: str | None, name: str, **_: Any) -> None:
+        # Level-based safety net: kopf only re-lists after a watch error, so every resource is
+        # reconciled again each interval (a no-change pass writes nothing). A kopf timer (not a
+        # free-running task) so that a paused peer does not act.
+        if namespace:
+            queue.schedule(namespace, name)
 
     async def child(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         owner = _owner(labels)
