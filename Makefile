@@ -35,8 +35,8 @@ lint: install ## Run ruff and mypy on every package; hadolint, shellcheck, actio
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy $(PACKAGES)
 	@$(VENV)/bin/mypy --strict hack/release/release.py
-	@$(VENV)/bin/hadolint docker/Dockerfile
-	@$(VENV)/bin/shellcheck hack/*.sh argocd/*.sh docker/*.sh .ci/run
+	@$(VENV)/bin/hadolint hack/images/Dockerfile
+	@$(VENV)/bin/shellcheck hack/*.sh hack/images/*.sh argocd/*.sh .ci/run
 	@"$$(hack/tools.sh actionlint)" -shellcheck $(VENV)/bin/shellcheck .github/workflows/*.yml
 
 format: install ## Reformat the code with ruff.

@@ -135,6 +135,6 @@ Argo CD $ARGOCD_VERSION is running.
   password:  $password
              (change it after the first login; then delete the Secret argocd-initial-admin-secret)
   apps:      $KUBECTL -n $NAMESPACE get applications
-             modelops (app of apps) -> modelops-platform (deploy/platform), modelops-models (deploy/models)
+             modelops (app of apps) -> modelops-platform (config/gitops/platform), modelops-models (config/gitops/models)
   model:     $KUBECTL -n mlops-puj get modeldeployments
 EOF

@@ -4,16 +4,16 @@ Called by .github/workflows/release-model.yml (and by hand); tests/delivery/test
 runs it on a temporary Git repository. Two steps, because images are built in between:
 
   release.py gate --model iris [--result gate.json]
-      Trains training/<model>.yaml with the trainer CLI, gates the accuracy against
-      deploy/models/<model>.release.json (the accuracy of the version serving now, as the last
-      release recorded it) with the trainer's gate (the operator's function), writes the
-      decision to --result and to $GITHUB_OUTPUT. Exit 0 accepted, 1 rejected (the gate's
-      message on stderr), 2 bad input.
+      Trains config/gitops/training/<model>.yaml with the trainer CLI, gates the accuracy
+      against config/gitops/models/<model>.release.json (the accuracy of the version serving
+      now, as the last release recorded it) with the trainer's gate (the operator's function),
+      writes the decision to --result and to $GITHUB_OUTPUT. Exit 0 accepted, 1 rejected
+      (the gate's message on stderr), 2 bad input.
 
   release.py bump --model iris --result gate.json --image-prefix REGISTRY/OWNER --tag SHA
-      Writes the accepted version into deploy/models/<model>.yaml (modelVersion, and the
-      training/gate settings it was gated with, so the operator trains the same model),
-      the image tags into deploy/platform/images.yaml and the record into
+      Writes the accepted version into config/gitops/models/<model>.yaml (modelVersion, and
+      the training/gate settings it was gated with, so the operator trains the same model),
+      the image tags into config/gitops/platform/images.yaml and the record into
       <model>.release.json, then commits those files as a bot with "[skip ci]". Never
       touches a cluster: Argo CD syncs the commit.
 """
@@ -45,6 +45,9 @@ IMAGE_ENV = {
 }
 VERSION_RE = re.compile(r"^v(\d+)$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# The GitOps directory, relative to the repository root: Argo CD syncs models/ and platform/;
+# training/ holds the release inputs and is synced by nothing.
+GITOPS = Path("config") / "gitops"
 
 
 class ReleaseError(Exception):
@@ -58,19 +61,19 @@ class Paths:
 
     @property
     def training(self) -> Path:
-        return self.root / "training" / f"{self.model}.yaml"
+        return self.root / GITOPS / "training" / f"{self.model}.yaml"
 
     @property
     def cr(self) -> Path:
-        return self.root / "deploy" / "models" / f"{self.model}.yaml"
+        return self.root / GITOPS / "models" / f"{self.model}.yaml"
 
     @property
     def record(self) -> Path:
-        return self.root / "deploy" / "models" / f"{self.model}.release.json"
+        return self.root / GITOPS / "models" / f"{self.model}.release.json"
 
     @property
     def images(self) -> Path:
-        return self.root / "deploy" / "platform" / "images.yaml"
+        return self.root / GITOPS / "platform" / "images.yaml"
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_training(paths: Paths) -> dict[str, Any]:
-    """training/<model>.yaml: {minAccuracy, gate: {...}, training: {...}}."""
+    """config/gitops/training/<model>.yaml: {minAccuracy, gate: {...}, training: {...}}."""
     cfg = _load_yaml(paths.training)
     training = cfg.get("training")
     if not isinstance(training, dict):
@@ -312,8 +315,9 @@ def cmd_bump(args: argparse.Namespace) -> int:
         spec["gate"] = cfg["gate"]
     header = (
         f"# The {args.model} model as Argo CD deploys it. modelVersion and training/gate are\n"
-        f"# written by hack/release/release.py from training/{args.model}.yaml when the gate\n"
-        "# accepts a model; other fields (replicas, loadRate, serving) are yours to edit.\n"
+        f"# written by hack/release/release.py from {paths.training.relative_to(paths.root)}\n"
+        "# when the gate accepts a model; other fields (replicas, loadRate, serving) are yours\n"
+        "# to edit.\n"
     )
     paths.cr.write_text(header + yaml.safe_dump(cr, sort_keys=False))
 

@@ -1,14 +1,16 @@
 """The container images' install step and entrypoints, without Docker.
 
-docker/Dockerfile runs ``docker/install.sh install <component>`` in its build stage and copies
-only the resulting venv into the final image. Docker has no engine here, so this runs the same
-script (same requirements exported from uv.lock, same pip --require-hashes --no-deps, same
-wheels) into a fresh venv per component and starts the image's entrypoint from it. Venvs are
-cached under ~/.cache/modelops/image-venvs/, keyed by a hash of everything that goes in.
+hack/images/Dockerfile runs ``hack/images/install.sh install <component>`` in its build stage
+and copies only the resulting venv into the final image. Docker has no engine here, so this
+runs the same script (same requirements exported from uv.lock, same pip --require-hashes
+--no-deps, same wheels) into a fresh venv per component and starts the image's entrypoint from
+it. Venvs are cached under ~/.cache/modelops/image-venvs/, keyed by a hash of everything that
+goes in.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -31,7 +33,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A build context like the image's: .image-build/ plus the workspace packages."""
     ctx = tmp_path_factory.mktemp("context")
     subprocess.run(
-        [str(ROOT / "docker/install.sh"), "export", str(ctx / ".image-build")],
+        [str(ROOT / "hack/images/install.sh"), "export", str(ctx / ".image-build")],
         check=True,
         timeout=120,
     )
@@ -46,7 +48,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _key(ctx: Path, component: str) -> str:
     digest = hashlib.sha256()
-    files = [ROOT / "docker/install.sh", ctx / ".image-build/build-requirements.txt"]
+    files = [ROOT / "hack/images/install.sh", ctx / ".image-build/build-requirements.txt"]
     files += sorted((ctx / ".image-build" / component).iterdir())
     for name in SOURCES:
         files += sorted(p for p in (ctx / name).rglob("*") if p.is_file())
@@ -69,7 +71,7 @@ def image_venv(ctx: Path, component: str) -> Path:
         shutil.rmtree(stale, ignore_errors=True)
     venv.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        [str(ROOT / "docker/install.sh"), "install", component, str(ctx), str(venv)],
+        [str(ROOT / "hack/images/install.sh"), "install", component, str(ctx), str(venv)],
         check=True,
         timeout=900,
     )
@@ -161,7 +163,7 @@ def test_loadgen_entrypoint(exported: Path):
 
 
 def test_dockerfile_targets_match_the_components():
-    text = (ROOT / "docker/Dockerfile").read_text()
+    text = (ROOT / "hack/images/Dockerfile").read_text()
     for component, entrypoint in [
         ("operator", "modelops"),
         ("trainer", "modelops-trainer"),
@@ -169,9 +171,45 @@ def test_dockerfile_targets_match_the_components():
         ("loadgen", "modelops-loadgen"),
     ]:
         stage = text.split(f"FROM base AS {component}\n", 1)[1].split("\nFROM ", 1)[0]
-        assert f"RUN docker/install.sh install {component} /src /opt/venv" in text
+        assert f"RUN hack/images/install.sh install {component} /src /opt/venv" in text
         assert f'ENTRYPOINT ["{entrypoint}"]' in stage
         assert "USER 65532:65532" in stage
         assert f"COPY --from=build-{component} /opt/venv /opt/venv" in stage
     base = text.split("ARG PYTHON_BASE=", 1)[1].split("\n", 1)[0]
     assert "@sha256:" in base and len(base.split("@sha256:")[1]) == 64
+
+
+def _ignored(patterns: list[tuple[bool, str]], path: str) -> bool:
+    """Docker's .dockerignore rule: the last pattern matching the path or a parent decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for keep, pattern in patterns:
+        if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
+            ignored = not keep
+    return ignored
+
+
+def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else():
+    """BuildKit reads <Dockerfile>.dockerignore beside the Dockerfile (context: the repo root)."""
+    ignore = ROOT / "hack/images/Dockerfile.dockerignore"
+    patterns = []
+    for line in ignore.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keep = line.startswith("!")
+            patterns.append((keep, line.lstrip("!").replace("**/", "*")))
+    sources = [
+        line.split()[1]
+        for line in (ROOT / "hack/images/Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+    ]
+    assert "hack/images/install.sh" in sources
+    for source in sources:
+        assert not _ignored(patterns, source), f"COPY {source}: excluded by {ignore.name}"
+        assert (ROOT / source).exists() or source == ".image-build", source
+    for private in (".venv/bin/python", ".git/config", "config/gitops/models/iris.yaml", "tests"):
+        assert _ignored(patterns, private), f"{private} would be sent to the builder"
+    assert _ignored(patterns, "operator/src/modelops/__pycache__/x.pyc")
+    # The legacy builder ignores that file: the build script must ask for BuildKit.
+    assert "export DOCKER_BUILDKIT=1" in (ROOT / "hack/images.sh").read_text()

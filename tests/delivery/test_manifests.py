@@ -24,8 +24,8 @@ KUSTOMIZATIONS = [
     "config/default",
     *(f"config/overlays/{o}" for o in OVERLAYS),
     "config/samples",
-    "deploy/platform",
-    "deploy/models",
+    "config/gitops/platform",
+    "config/gitops/models",
     "argocd/apps",
 ]
 
@@ -141,12 +141,28 @@ def test_manager_is_locked_down():
 
 
 def test_gitops_models_dir_matches_the_release_record():
-    cr = find(build("deploy/models"), "ModelDeployment", "iris")
-    record = yaml.safe_load((ROOT / "deploy/models/iris.release.json").read_text())
+    cr = find(build("config/gitops/models"), "ModelDeployment", "iris")
+    record = yaml.safe_load((ROOT / "config/gitops/models/iris.release.json").read_text())
     assert record["modelVersion"] == cr["spec"]["modelVersion"]
-    training = yaml.safe_load((ROOT / "training/iris.yaml").read_text())
+    training = yaml.safe_load((ROOT / "config/gitops/training/iris.yaml").read_text())
     assert cr["spec"]["training"] == training["training"]
     assert cr["spec"]["minAccuracy"] == training["minAccuracy"]
+
+
+def test_argocd_syncs_the_gitops_dirs_but_not_the_training_config():
+    """The release pipeline's input (config/gitops/training) is no manifest: nothing syncs it."""
+    apps = build("argocd/apps")
+    paths = {
+        find(apps, "Application", name)["spec"]["source"]["path"]
+        for name in ("modelops-platform", "modelops-models")
+    }
+    assert paths == {"config/gitops/platform", "config/gitops/models"}
+    training = ROOT / "config/gitops/training"
+    assert (training / "iris.yaml").is_file()
+    for path in paths:
+        assert (ROOT / path / "kustomization.yaml").is_file()  # kustomize: listed files only
+        assert not training.is_relative_to(ROOT / path), f"{path} would sync {training}"
+        assert not (ROOT / path).is_relative_to(training)
 
 
 def test_project_allows_exactly_what_the_applications_deploy():
@@ -157,7 +173,7 @@ def test_project_allows_exactly_what_the_applications_deploy():
     namespaces = {d["namespace"] for d in project["destinations"]}
     crds = {
         d["spec"]["names"]["kind"]: d["spec"]["scope"]
-        for d in build("deploy/platform")
+        for d in build("config/gitops/platform")
         if d["kind"] == "CustomResourceDefinition"
     }
     used: set[tuple[str, str]] = set()

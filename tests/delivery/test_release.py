@@ -14,12 +14,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "hack" / "release" / "release.py"
 FILES = [
-    "training/iris.yaml",
-    "deploy/models/iris.yaml",
-    "deploy/models/iris.release.json",
-    "deploy/models/kustomization.yaml",
-    "deploy/platform/images.yaml",
-    "deploy/platform/kustomization.yaml",
+    "config/gitops/training/iris.yaml",
+    "config/gitops/models/iris.yaml",
+    "config/gitops/models/iris.release.json",
+    "config/gitops/models/kustomization.yaml",
+    "config/gitops/platform/images.yaml",
+    "config/gitops/platform/kustomization.yaml",
 ]
 PREFIX = "registry.invalid/someone"
 
@@ -56,7 +56,7 @@ def repo(tmp_path: Path) -> Path:
 
 
 def set_record_accuracy(repo: Path, accuracy: float) -> None:
-    path = repo / "deploy/models/iris.release.json"
+    path = repo / "config/gitops/models/iris.release.json"
     record = json.loads(path.read_text())
     record["accuracy"] = accuracy
     path.write_text(json.dumps(record))
@@ -94,25 +94,32 @@ def test_accepted_model_commits_the_bump(repo: Path, tmp_path: Path):
     assert "release iris v2" in log and "[skip ci]" in log and "Gate: Improved" in log
     changed = set(git(repo, "diff", "--name-only", "HEAD~1", "HEAD").split())
     assert changed == {
-        "deploy/models/iris.yaml",
-        "deploy/models/iris.release.json",
-        "deploy/platform/images.yaml",
+        "config/gitops/models/iris.yaml",
+        "config/gitops/models/iris.release.json",
+        "config/gitops/platform/images.yaml",
     }
 
-    cr = yaml.safe_load((repo / "deploy/models/iris.yaml").read_text())
+    bumped = (repo / "config/gitops/models/iris.yaml").read_text()
+    # The comment the release writes is the one committed (it names the training config).
+    committed = (ROOT / "config/gitops/models/iris.yaml").read_text()
+    assert bumped.split("apiVersion:")[0] == committed.split("apiVersion:")[0]
+    assert "config/gitops/training/iris.yaml" in committed.split("apiVersion:")[0]
+    cr = yaml.safe_load(bumped)
     assert cr["spec"]["modelVersion"] == "v2"
     assert cr["spec"]["replicas"] == 2  # fields the release does not own are kept
-    record = json.loads((repo / "deploy/models/iris.release.json").read_text())
+    record = json.loads((repo / "config/gitops/models/iris.release.json").read_text())
     assert record["modelVersion"] == "v2"
     assert record["accuracy"] == pytest.approx(0.966667)
     assert record["previous"] == {"modelVersion": "v1", "accuracy": 0.9}
     assert record["commit"] == base
-    images = (repo / "deploy/platform/images.yaml").read_text()
+    images = (repo / "config/gitops/platform/images.yaml").read_text()
     for component in ("operator", "trainer", "server", "loadgen"):
         assert f"{PREFIX}/modelops-{component}:abc1234" in images
-    # The bumped models directory still builds (deploy/platform needs ../../config: not here).
+    # The bumped models directory still builds (the platform needs ../../default: not here).
     subprocess.run(
-        ["kubectl", "kustomize", str(repo / "deploy/models")], check=True, capture_output=True
+        ["kubectl", "kustomize", str(repo / "config/gitops/models")],
+        check=True,
+        capture_output=True,
     )
 
     # The next run gates against v2, as recorded by this release.
@@ -140,10 +147,10 @@ def test_rejected_model_commits_nothing_and_says_why(repo: Path, tmp_path: Path)
 
 
 def test_below_minimum_is_rejected_even_for_a_first_version(repo: Path, tmp_path: Path):
-    (repo / "deploy/models/iris.release.json").unlink()
-    cfg = yaml.safe_load((repo / "training/iris.yaml").read_text())
+    (repo / "config/gitops/models/iris.release.json").unlink()
+    cfg = yaml.safe_load((repo / "config/gitops/training/iris.yaml").read_text())
     cfg["minAccuracy"] = 0.99
-    (repo / "training/iris.yaml").write_text(yaml.safe_dump(cfg))
+    (repo / "config/gitops/training/iris.yaml").write_text(yaml.safe_dump(cfg))
     gate = release(repo, "gate")
     assert gate.returncode == 1
     assert "AccuracyBelowMinimum" in gate.stderr
@@ -166,9 +173,9 @@ def test_bump_rejects_bad_image_names(repo: Path, tmp_path: Path, args: list[str
 
 
 def test_bad_dataset_is_a_clear_usage_error(repo: Path):
-    cfg = yaml.safe_load((repo / "training/iris.yaml").read_text())
+    cfg = yaml.safe_load((repo / "config/gitops/training/iris.yaml").read_text())
     cfg["training"]["dataset"] = {"configMap": {"name": "data"}}
-    (repo / "training/iris.yaml").write_text(yaml.safe_dump(cfg))
+    (repo / "config/gitops/training/iris.yaml").write_text(yaml.safe_dump(cfg))
     gate = release(repo, "gate")
     assert gate.returncode == 2
     assert "training.dataset must be" in gate.stderr

@@ -3,11 +3,11 @@
 # "install" step in its build stage; tests/delivery/test_images.py runs the same steps on this
 # machine. Two steps, because the image build has pip but not uv:
 #
-#   docker/install.sh export OUT_DIR
+#   hack/images/install.sh export OUT_DIR
 #       (host, needs uv) for each component: OUT_DIR/<component>/requirements.txt (third-party
 #       packages with hashes, from `uv export --frozen`) and OUT_DIR/<component>/local.txt (the
 #       workspace packages it needs); OUT_DIR/build-requirements.txt (hatchling, with hashes).
-#   docker/install.sh install COMPONENT CONTEXT_DIR VENV
+#   hack/images/install.sh install COMPONENT CONTEXT_DIR VENV
 #       build the workspace packages' wheels with the locked hatchling in a throw-away venv,
 #       then python3 -m venv --without-pip VENV and pip install --require-hashes --no-deps the
 #       requirements and the wheels into it (pip runs from the throw-away venv).
@@ -28,7 +28,7 @@ COMPONENTS=(operator trainer server loadgen)
 
 export_all() {
   local out="$1" root uv c pkg
-  root="$(cd "$(dirname "$0")/.." && pwd)"
+  root="$(cd "$(dirname "$0")/../.." && pwd)"
   uv="${UV:-$root/.tools/bin/uv}"
   [ -x "$uv" ] || uv="$(command -v uv)" || { echo "uv not found: run make install" >&2; exit 1; }
   mkdir -p "$out"
@@ -50,7 +50,7 @@ install_one() {
   package_of "$component" >/dev/null
   reqs="$ctx/.image-build/$component"
   [ -f "$reqs/requirements.txt" ] || {
-    echo "$reqs/requirements.txt missing: run 'docker/install.sh export .image-build' (make images does)" >&2
+    echo "$reqs/requirements.txt missing: run 'hack/images/install.sh export .image-build' (make images does)" >&2
     exit 1
   }
   export PIP_DISABLE_PIP_VERSION_CHECK=1
