@@ -91,3 +91,9 @@ def test_uniform_payload_says_why_there_is_no_accuracy():
     st = RunStats()
     text = format_text(_summary(st, payload="uniform"))
     assert "uniform payload: no true labels" in text
+
+
+def test_generator_cpu_is_reported_per_request():
+    s = _summary(_stats(), cpu_seconds=0.5)
+    assert s.to_dict()["cpu_seconds"] == 0.5
+    assert "generator CPU  0.500 s (25% of one core, 5000 µs per request)" in format_text(s)

@@ -86,3 +86,16 @@ def test_rows_per_request_defaults():
 def test_host_forms():
     assert LoadgenSettings(api_host="::1", api_port=1).default_target == "http://[::1]:1"
     assert LoadgenSettings(api_host="http://h:5/").default_target == "http://h:5"
+
+
+def test_a_target_flag_replaces_the_env_target_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELOPS_LOADGEN_TARGETS_FILE", str(tmp_path / "t.json"))
+    s = settings_from_args(build_parser().parse_args(["--target", "http://127.0.0.1:1"]))
+    assert s.targets == ["http://127.0.0.1:1"]
+    assert s.targets_file is None
+    monkeypatch.delenv("MODELOPS_LOADGEN_TARGETS_FILE")
+    monkeypatch.setenv("MODELOPS_LOADGEN_TARGETS", '["http://127.0.0.1:2"]')
+    assert LoadgenSettings().targets == ["http://127.0.0.1:2"]
+    s = settings_from_args(build_parser().parse_args(["--targets-file", "x.json"]))
+    assert s.targets == []
+    assert str(s.targets_file) == "x.json"

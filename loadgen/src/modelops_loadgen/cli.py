@@ -96,6 +96,11 @@ def settings_from_args(args: argparse.Namespace) -> LoadgenSettings:
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS and v is not None
     }
+    # A target flag replaces whatever target source the environment named.
+    if args.targets and "targets_file" not in overrides:
+        overrides["targets_file"] = None
+    if args.targets_file and not args.targets:
+        overrides["targets"] = []
     return LoadgenSettings(**overrides)
 
 

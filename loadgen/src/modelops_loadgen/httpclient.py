@@ -250,6 +250,9 @@ class HttpClient:
         finally:
             timer.cancel()
         if conn.keep_alive and not conn.closed:
+            # Look the pool up again: other requests may have created it during the awaits,
+            # and a pool made here from a stale lookup would orphan their connections.
+            idle = self._idle.get(ep.key)
             if idle is None:
                 idle = self._idle[ep.key] = deque()
             idle.append(conn)

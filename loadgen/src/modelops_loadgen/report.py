@@ -76,6 +76,7 @@ class Summary:
     correct: int
     behind: bool
     behind_reasons: list[str] = field(default_factory=list)
+    cpu_seconds: float | None = None  # the generator's own CPU time during the run
 
     @property
     def achieved_rate(self) -> float:
@@ -119,6 +120,7 @@ class Summary:
             "online_accuracy": self.online_accuracy,
             "behind": self.behind,
             "behind_reasons": self.behind_reasons,
+            "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 4),
         }
 
 
@@ -134,6 +136,7 @@ def build_summary(
     elapsed: float,
     backlog: float,
     lag_limit: float,
+    cpu_seconds: float | None = None,
 ) -> Summary:
     outcomes = stats.by_outcome()
     skipped = outcomes.get("skipped", 0)
@@ -168,6 +171,7 @@ def build_summary(
         correct=stats.correct,
         behind=bool(reasons),
         behind_reasons=reasons,
+        cpu_seconds=cpu_seconds,
     )
 
 
@@ -212,6 +216,12 @@ def format_text(s: Summary) -> str:
     else:
         acc_txt = "- (no answer was checked)"
     lines.append(f"  accuracy       {acc_txt}")
+    if s.cpu_seconds is not None and s.elapsed > 0:
+        per_req = f", {s.cpu_seconds / s.sent * 1e6:.0f} µs per request" if s.sent else ""
+        lines.append(
+            f"  generator CPU  {s.cpu_seconds:.3f} s ({s.cpu_seconds / s.elapsed:.0%} of one core"
+            f"{per_req})"
+        )
     if s.behind:
         lines.append("  BEHIND         the generator did not keep up:")
         lines.extend(f"                 - {r}" for r in s.behind_reasons)
