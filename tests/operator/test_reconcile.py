@@ -156,7 +156,7 @@ def test_new_resource_creates_the_job_and_a_pending_status():
     p = plan(cr(), Observed(), {}, SETTINGS, T0)
     assert [m["kind"] for m in p.create] == ["Job"]
     assert [m["kind"] for m in p.apply] == ["Service"]
-    assert p.status["phase"] == "Pending" and p.status["gate"]["result"] == "Pending"
+    assert p.status["phase"] == "Training" and p.status["gate"]["result"] == "Pending"
     assert p.status["ready"] == "0/1" and p.status["observedGeneration"] == 1
     assert p.status["selector"] == "app.kubernetes.io/component=server,modelops.dev/name=iris"
     assert p.status["endpoint"] == "http://iris.ml.svc:8000"

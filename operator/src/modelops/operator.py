@@ -69,24 +69,42 @@ def configure_logging(settings: Settings) -> None:
 
 
 class Queue:
-    """Per-resource coalescing work queue; reconciles run in threads (blocking client)."""
+    """Per-resource coalescing work queue; reconciles run in threads (blocking client).
+
+    A change of the resource itself is reconciled at once. Events of children (mostly the echo
+    of the operator's own writes) wait ``CHILD_DELAY`` seconds so that a burst of them becomes
+    one pass, and first passes of new resources are not queued behind such follow-ups.
+    """
+
+    CHILD_DELAY = 0.5
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._failures: dict[tuple[str, str], int] = {}
 
-    def schedule(self, namespace: str, name: str) -> None:
+    def schedule(self, namespace: str, name: str, delay: float = 0.0) -> None:
         key = (namespace, name)
         if key in self._running:
             self._dirty.add(key)
+            if delay == 0.0 and key in self._wake:
+                self._wake[key].set()  # cut a pending child delay short
             return
-        task = asyncio.get_running_loop().create_task(self._run(key))
+        task = asyncio.get_running_loop().create_task(self._run(key, delay))
         self._running[key] = task
 
-    async def _run(self, key: tuple[str, str]) -> None:
+    async def _run(self, key: tuple[str, str], delay: float) -> None:
         try:
+            if delay > 0:
+                wake = self._wake[key] = asyncio.Event()
+                try:
+                    await asyncio.wait_for(wake.wait(), delay)
+                except TimeoutError:
+                    pass
+                finally:
+                    self._wake.pop(key, None)
             while True:
                 self._dirty.discard(key)
                 try:
@@ -192,11 +210,18 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
     priority = settings.priority
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def modeldeployment(type: str, namespace: str | None, name: str, **_: Any) -> None:
+    async def modeldeployment(
+        type: str, namespace: str | None, name: str, body: Mapping[str, Any], **_: Any
+    ) -> None:
         if namespace is None:
             return
         if type == "DELETED":
             metrics.forget(namespace, name)
+            return
+        generation = body.get("metadata", {}).get("generation")
+        observed = (body.get("status") or {}).get("observedGeneration")
+        if type == "MODIFIED" and generation == observed:
+            # The echo of a status write (or metadata edit): the spec did not change.
             return
         queue.schedule(namespace, name)
 
@@ -211,7 +236,7 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
     async def child(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         owner = _owner(labels)
         if owner and namespace:
-            queue.schedule(namespace, owner)
+            queue.schedule(namespace, owner, delay=Queue.CHILD_DELAY)
 
     selector = {render.LABEL_MANAGED_BY: render.MANAGED_BY}
     for group, version, plural in (

@@ -386,8 +386,10 @@ def plan(
 
     # 8. Phase, gate and conditions.
     verdict = entry.get("outcome") if entry else None
+    job_created = any(m["kind"] == "Job" for m in result.create)
     if entry is None:
-        phase = "Training" if job is not None or version in outcomes else "Pending"
+        # Training from the pass that creates the Job (no extra status write a pass later).
+        phase = "Training" if job is not None or job_created or version in outcomes else "Pending"
     elif verdict in ("Failed", "Rejected") or artifact_missing:
         phase = "Degraded" if serving else "Failed"
     elif serving == version:
@@ -406,7 +408,11 @@ def plan(
     conditions = []
     if entry is None:
         trained = _condition(
-            "Trained", "False", "Training" if job else "Pending", f"training {version}", generation
+            "Trained",
+            "False",
+            "Training" if job or job_created else "Pending",
+            f"training {version}",
+            generation,
         )
     elif verdict == "Failed":
         trained = _condition("Trained", "False", entry["reason"], entry["message"], generation)
