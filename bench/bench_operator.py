@@ -67,8 +67,9 @@ VERBS = ("GET", "POST", "PATCH")
 
 
 def api_mean(m: dict[str, float], verb: str) -> float:
-    key = 'modelops_api_request_duration_seconds_{}{{verb="%s"}}' % verb
-    return m.get(key.format("sum"), 0) / max(m.get(key.format("count"), 1), 1) * 1000
+    labels = f'{{verb="{verb}"}}'
+    total = m.get(f"modelops_api_request_duration_seconds_sum{labels}", 0)
+    return total / max(m.get(f"modelops_api_request_duration_seconds_count{labels}", 1), 1) * 1000
 
 
 def pass_mean(m: dict[str, float]) -> float:
@@ -220,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("ModelDeployments created", f"{args.count}", ""),
         ("trainer Jobs seen", f"{len(latencies)}", ""),
-        ("create → Job p50", f"{p50 * 1000:.0f} ms", f"{p50 / base_p50:.1f}× a Job POST"),
-        ("create → Job p95", f"{p95 * 1000:.0f} ms", f"{p95 / base_p50:.1f}× a Job POST"),
-        ("baseline: Job POST p50", f"{base_p50 * 1000:.1f} ms", "1.0×"),
+        ("create → Job p50", f"{p50 * 1000:.0f} ms", f"{p50 / base_p50:.1f}x a Job POST"),
+        ("create → Job p95", f"{p95 * 1000:.0f} ms", f"{p95 / base_p50:.1f}x a Job POST"),
+        ("baseline: Job POST p50", f"{base_p50 * 1000:.1f} ms", "1.0x"),
         ("reconcile passes (burst)", f"{passes:.0f}", f"{passes / args.count:.1f} per resource"),
         ("reconcile pass mean", f"{pass_mean(m1):.0f} ms", "incl. waiting for a thread"),
         *[(f"API {verb} mean", f"{api_mean(m1, verb):.1f} ms", "") for verb in VERBS],
