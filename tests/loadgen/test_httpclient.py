@@ -76,6 +76,31 @@ def test_keep_alive_reuses_one_connection_and_sends_the_body():
     assert reqs[3].endswith(b'{"i": 3}')
 
 
+def test_a_concurrent_first_burst_pools_every_connection():
+    async def go():
+        async def slow_ok(req, w):
+            await asyncio.sleep(0.05)  # all 20 requests are in flight together
+            w.write(OK)
+            await w.drain()
+
+        server, port, _ = await _serve(slow_ok)
+        client = HttpClient(5.0)
+        ep = Endpoint.parse(f"http://127.0.0.1:{port}/x")
+        await asyncio.gather(*[client.post(ep, b"{}") for _ in range(20)])
+        pooled = sum(len(d) for d in client._idle.values())
+        opened = len(serve_state[port])
+        await asyncio.gather(*[client.post(ep, b"{}") for _ in range(20)])
+        reopened = len(serve_state[port]) - opened
+        await client.close()
+        server.close()
+        return opened, pooled, reopened
+
+    opened, pooled, reopened = run(go())
+    assert opened == 20
+    assert pooled == 20  # none orphaned by a pool created from a stale lookup
+    assert reopened == 0  # the second burst reuses them all
+
+
 def test_chunked_and_split_responses_are_reassembled():
     async def go():
         async def chunked(req, w):
