@@ -269,3 +269,17 @@ def test_busy_metrics_port_is_a_clear_error(fake_servers, lg):
     assert proc.returncode == 2
     assert "cannot serve metrics" in proc.stderr
     assert "--metrics-port" in proc.stderr
+
+
+def test_a_seed_like_low_rate_needs_no_waiting_for_the_next_slot(fake_servers, lg):
+    port, _ = fake_servers.start()
+    started = time.monotonic()
+    code, s, err = lg.run_loadgen(
+        "--target", f"http://127.0.0.1:{port}", "--rate", "0.1", "--requests", "1"
+    )
+    assert code == 0, err
+    assert time.monotonic() - started < 8  # the first request leaves at once
+    assert s["sent"] == 1
+    assert s["outcomes"] == {"ok": 1}
+    assert s["elapsed_seconds"] == 10.0  # one slot of a 0.1/s schedule
+    assert s["achieved_rate"] == 0.1
