@@ -181,3 +181,32 @@ def test_failed_training_is_reported_once_and_not_retried(cluster, operator, tra
     assert len(cluster.pods("modelops.dev/name=bad,app.kubernetes.io/component=trainer")) == 1
     assert cluster.md("bad")["metadata"]["resourceVersion"] == resource_version
     assert len(_warnings(cluster, "bad", "TrainingFailed")) == 1
+
+
+def test_operator_metrics_liveness_and_json_logs(cluster, operator, trained, wait):
+    import urllib.request
+
+    cluster.create_md("iris", {"modelVersion": "v1", "minAccuracy": 0.9})
+    cluster.finish_trainer("iris", "v1", trained("v1"))
+    cluster.serve("iris", "v1")
+    labels = f'name="iris",namespace="{cluster.ns}"'  # exposition sorts labels
+
+    def exported():
+        text = operator.metrics()
+        return (f'modelops_modeldeployment_phase{{{labels},phase="Serving"}} 1.0' in text) and text
+
+    text = wait(exported, 30, "phase gauge")
+    assert f'modelops_modeldeployment_accuracy{{{labels},version="v1"}} 0.966667' in text
+    assert f"modelops_modeldeployment_min_accuracy{{{labels}}} 0.9" in text
+    assert 'modelops_reconcile_total{result="changed"}' in text
+    assert "modelops_reconcile_duration_seconds_bucket" in text
+    url = f"http://127.0.0.1:{operator.health_port}/healthz"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        assert resp.status == 200
+    lines = [line for line in operator.logs().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]
+    reconciled = [r for r in records if r.get("message", "").startswith("reconciled")]
+    assert reconciled and reconciled[0]["modeldeployment"] == f"{cluster.ns}/iris"
+    # Deleting the resource drops its series (bounded label sets).
+    cluster.kubectl("delete", "-n", cluster.ns, "md", "iris", "--wait=false")
+    wait(lambda: labels not in operator.metrics(), 30, "series removed")

@@ -352,3 +352,12 @@ def test_rolled_out_needs_every_replica_of_the_version(results):
     stale = copy.deepcopy(server)
     stale["metadata"]["generation"] = 2
     assert not rolled_out(stale, "v1", 1)
+
+
+def test_lost_status_is_rebuilt_from_the_children(results):
+    """A resource restored without status (e.g. from Git) adopts what the Deployment serves."""
+    _, observed = _serving_state(results)
+    p = plan(cr(), observed, {}, SETTINGS, T2)
+    assert p.status["servingVersion"] == "v1" and p.status["phase"] == "Serving"
+    assert p.status["accuracy"] == pytest.approx(0.966667)
+    assert not p.create and not p.apply  # no retraining, nothing re-rolled

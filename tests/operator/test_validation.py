@@ -83,3 +83,20 @@ def test_defaults_come_from_the_schema(cluster):
         "serving": {"port": 9000},
     }
     assert cluster.md("partial")["spec"] == apply_defaults(partial)
+
+
+def test_samples_are_accepted_and_trained(cluster, operator, wait):
+    """Every sample in config/samples is valid for the API server and gets a trainer Job."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "config" / "samples"
+    cluster.kubectl("apply", "-n", cluster.ns, "-k", str(root))
+    names = [
+        yaml.safe_load((root / f).read_text())["metadata"]["name"]
+        for f in yaml.safe_load((root / "kustomization.yaml").read_text())["resources"]
+    ]
+    for name in names:
+        version = cluster.md(name)["spec"]["modelVersion"]
+        wait(lambda n=name, v=version: cluster.job(n, v), 30, f"Job of sample {name}")
