@@ -7,6 +7,7 @@ with our routing, i.e. the ceiling for our server's design.
 """
 
 from fastapi import FastAPI, Request
+
 from modelops_server.app import JSONBytes, RawRoute
 
 CONSTANT = {"species": "setosa", "probability": 1.0, "processing_time": 0.0, "model_version": "v1"}

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from modelops_testenv import K8S_VERSION, ControlPlane
 from modelops_testenv.process import wait_until
 from modelops_testenv.pytest_plugin import Kubectl

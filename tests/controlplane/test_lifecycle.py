@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from modelops_testenv.controlplane import remove_stale_workdirs
 
 pytestmark = pytest.mark.integration

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
 from modelops_testenv import ETCD_VERSION, K8S_VERSION, KWOK_VERSION, certs
 
 ROOT = Path(__file__).resolve().parents[2]

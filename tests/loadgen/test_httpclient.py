@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+
 from modelops_loadgen.httpclient import (
     ConnectError,
     DisconnectedError,

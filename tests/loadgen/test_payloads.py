@@ -2,6 +2,7 @@ import json
 import random
 
 import pytest
+
 from modelops_loadgen.payloads import (
     FEATURES,
     SPECIES,

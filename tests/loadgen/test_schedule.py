@@ -4,6 +4,7 @@ import random
 import statistics
 
 import pytest
+
 from modelops_loadgen.schedule import (
     ConstantSchedule,
     PoissonSchedule,

@@ -1,7 +1,8 @@
 import pytest
+from pydantic import ValidationError
+
 from modelops_loadgen.cli import build_parser, settings_from_args
 from modelops_loadgen.settings import LoadgenSettings
-from pydantic import ValidationError
 
 
 @pytest.fixture(autouse=True)

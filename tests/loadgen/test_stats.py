@@ -2,6 +2,7 @@ import math
 import random
 
 import pytest
+
 from modelops_loadgen.stats import (
     LATENCY_BUCKETS,
     Histogram,

@@ -2,6 +2,7 @@ import json
 import os
 
 import pytest
+
 from modelops_loadgen.targets import (
     TargetError,
     TargetSet,

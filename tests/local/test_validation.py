@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import yaml
+
 from modelops.validation import ValidationError, validate
 
 from .test_local_mode import SAMPLE

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+
 from modelops_server.app import create_app
 from modelops_server.model import LoadedModel, load_model
 from modelops_server.settings import ServerSettings

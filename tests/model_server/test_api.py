@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+
 from modelops_server.app import create_app
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from modelops_server.metrics import LATENCY_BUCKETS, Metrics
 from prometheus_client.parser import text_string_to_metric_families
+
+from modelops_server.metrics import LATENCY_BUCKETS, Metrics
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

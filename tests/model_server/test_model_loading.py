@@ -8,6 +8,7 @@ from pathlib import Path
 
 import joblib
 import pytest
+
 from modelops_server.errors import ModelLoadError
 from modelops_server.model import load_model
 from modelops_trainer.artifact import METADATA_FILE, MODEL_FILE, file_sha256

@@ -9,6 +9,7 @@ from __future__ import annotations
 import joblib
 import numpy as np
 import pytest
+
 from modelops_server.model import load_model
 from modelops_server.predictor import EstimatorPredictor, compile_predictor, self_check
 from modelops_trainer.data import load_dataset

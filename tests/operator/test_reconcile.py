@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from modelops import render
 from modelops.harvest import Failed, NeedsLog, Succeeded, read_outcome
 from modelops.reconcile import Observed, contains, drifted, harvest_needed, plan, rolled_out

@@ -4,10 +4,10 @@ import base64
 import json
 
 import pytest
-from modelops.settings import Settings
-from modelops.spec import ModelDeploymentSpec
 
 from modelops import render
+from modelops.settings import Settings
+from modelops.spec import ModelDeploymentSpec
 
 CR = {
     "apiVersion": "modelops.dev/v1alpha1",

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from modelops.settings import Settings, SettingsError
-from modelops.spec import ModelDeploymentSpec, apply_defaults
 
 from modelops import spec as specmod
+from modelops.settings import Settings, SettingsError
+from modelops.spec import ModelDeploymentSpec, apply_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,6 +2,7 @@ import csv
 from pathlib import Path
 
 import pytest
+
 from modelops_trainer.data import FEATURE_COLUMNS, LABEL_COLUMN
 
 

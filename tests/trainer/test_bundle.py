@@ -5,6 +5,7 @@ import json
 import lzma
 
 import pytest
+
 from modelops_trainer import bundle
 from modelops_trainer.artifact import ArtifactError, verify
 from modelops_trainer.cli import main

@@ -4,6 +4,7 @@ import re
 
 import numpy as np
 import pytest
+
 from modelops_trainer.data import (
     BUILTIN_IRIS,
     FEATURE_COLUMNS,

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+
 from modelops_trainer.gate import Decision, GatePolicy, Reason, decide
 
 DEFAULT = GatePolicy()

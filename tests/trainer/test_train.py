@@ -5,6 +5,7 @@ import os
 
 import joblib
 import pytest
+
 from modelops_trainer.artifact import (
     ARTIFACT_FORMAT,
     ArtifactError,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from modelops_trainer.artifact import ArtifactError, accuracy_of, verify
 from modelops_trainer.data import FEATURE_NAMES
 
