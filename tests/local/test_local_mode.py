@@ -249,6 +249,26 @@ def test_rejected_versions_never_serve_and_rollouts_lose_no_request(spec_file, t
         totals = run.loadgen_metrics()
         assert totals.get("ok", 0) > 200, totals
         assert sum(v for k, v in totals.items() if k != "ok") == 0, totals
+
+        # Scale down and stop the load: applied while running, like the operator does.
+        write_spec(
+            spec_file,
+            loadRate=0,
+            replicas=1,
+            modelVersion="v4",
+            training={"hyperparameters": {"n_neighbors": 7}},
+        )
+        status = run.wait_for(
+            lambda s: s.get("ready") == "1/1" and s.get("replicas") == 1, "scaled to 1"
+        )
+        assert status["servingVersion"] == "v4" and status["phase"] == "Serving"
+        # The load generator stops; the drained replica leaves once its drain time is over.
+        deadline = time.monotonic() + 30
+        components = None
+        while time.monotonic() < deadline and components != ["server"]:
+            time.sleep(0.3)
+            components = [g["labels"]["component"] for g in run.scrape_targets()]
+        assert components == ["server"], components
     finally:
         assert run.stop(signal.SIGTERM) == 0, run.output
     assert "GateRejected" in run.output and "RolledOut" in run.output
@@ -269,7 +289,7 @@ def test_restart_gates_against_the_previous_runs_model(spec_file, tmp_path):
         modelVersion="v2",
         training={"hyperparameters": {"n_neighbors": 30}},
     )
-    second = LocalRun(spec_file, state)
+    second = LocalRun(spec_file, state, "--json")
     try:
         status = second.wait_for(
             lambda s: (
@@ -285,6 +305,11 @@ def test_restart_gates_against_the_previous_runs_model(spec_file, tmp_path):
         assert predict(serving_url(second))["model_version"] == "v1"
     finally:
         assert second.stop() == 0
+    # --json: the final object, as `kubectl get md -o json` would show it.
+    printed = json.loads(second.output[second.output.index("\n{") :])
+    assert printed["kind"] == "ModelDeployment"
+    assert printed["status"]["servingVersion"] == "v1"
+    assert printed["status"]["gate"]["result"] == "Rejected"
     # The status command reads the same state.
     shown = subprocess.run(
         [MODELOPS, "local", "status", "--state-dir", str(state), "--json"],

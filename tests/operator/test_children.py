@@ -100,8 +100,22 @@ def test_children_are_restored_and_deleting_the_cr_removes_everything(
     wait(gone, 60, "children garbage-collected", interval=0.5)
 
 
+@pytest.fixture
+def without_monitoring_crds(cluster, wait):
+    """The control plane is shared by the whole session and other tests install the
+    prometheus-operator CRDs; remove them before the operator starts so it starts without."""
+    crds = cluster.items("/apis/apiextensions.k8s.io/v1/customresourcedefinitions")
+    for crd in crds:
+        if crd["spec"]["group"] == "monitoring.coreos.com":
+            cluster.kubectl("delete", "crd", crd["metadata"]["name"], "--wait=true")
+    wait(lambda: cluster.get("/apis/monitoring.coreos.com/v1") is None or None, 60,
+         "monitoring.coreos.com gone from discovery", interval=0.5)  # fmt: skip
+
+
 @pytest.mark.operator_env(MODELOPS_RESYNC_SECONDS="10")
-def test_service_monitor_only_when_the_crd_exists(cluster, operator, trained, wait):
+def test_service_monitor_only_when_the_crd_exists(
+    cluster, without_monitoring_crds, operator, trained, wait
+):
     _serving(cluster, trained, name="plain")
     monitors = f"/apis/monitoring.coreos.com/v1/namespaces/{cluster.ns}/servicemonitors"
     assert cluster.get("/apis/monitoring.coreos.com/v1") is None
