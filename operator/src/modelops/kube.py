@@ -141,11 +141,16 @@ class Kube:
             raise
         return result
 
-    def list(self, path: str, selector: str) -> list[dict[str, Any]]:
+    def list(self, path: str, selector: str, consistent: bool = False) -> list[dict[str, Any]]:
         # resourceVersion=0: served from the API server's watch cache instead of a quorum read
-        # of etcd (several times faster). A slightly stale view is safe here: creates are
-        # idempotent (409 is fine) and the change that made it stale triggers another pass.
-        data = self.request("GET", path, query={"labelSelector": selector, "resourceVersion": "0"})
+        # of etcd (several times faster). A slightly stale view is safe for what the next pass
+        # corrects anyway: creates are idempotent (409 is fine) and the change that made it
+        # stale triggers another pass. `consistent` is for reads that lead to a decision kept
+        # for good (a trainer's result), where a stale view must not count as "no result".
+        query = {"labelSelector": selector}
+        if not consistent:
+            query["resourceVersion"] = "0"
+        data = self.request("GET", path, query=query)
         return list(data.get("items") or [])
 
     def create(self, manifest: Mapping[str, Any]) -> None:
@@ -330,9 +335,12 @@ class Kube:
         outcomes: dict[str, Succeeded | Failed] = {}
         for version in harvest_needed(cr, observed):
             job = observed.jobs[version]
+            # Pods are not watched: a cached list could still show the trainer running after
+            # the Job completed, and "no result" would then be recorded for good.
             pods = self.list(
                 collection_path("v1", "Pod", namespace),
                 f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}",
+                consistent=True,
             )
             outcome = read_outcome(version, job, pods)
             if isinstance(outcome, NeedsLog):
