@@ -135,6 +135,11 @@ def test_service_monitor_only_when_the_crd_exists(
     sm = wait(lambda: cluster.get(f"{monitors}/plain"), 45, "ServiceMonitor", interval=1)
     assert sm["spec"]["endpoints"][0]["interval"] == "30s"
     assert sm["metadata"]["ownerReferences"][0]["name"] == "plain"
-    assert cluster.get(
-        f"/apis/monitoring.coreos.com/v1/namespaces/{cluster.ns}/podmonitors/plain-loadgen"
+    # Applied in the same pass, just after the ServiceMonitor.
+    wait(
+        lambda: cluster.get(
+            f"/apis/monitoring.coreos.com/v1/namespaces/{cluster.ns}/podmonitors/plain-loadgen"
+        ),
+        15,
+        "PodMonitor",
     )

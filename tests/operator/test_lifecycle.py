@@ -30,7 +30,10 @@ def test_create_trains_gates_and_serves(cluster, operator, trained, wait):
     owner = job["metadata"]["ownerReferences"][0]
     assert owner["kind"] == "ModelDeployment" and owner["name"] == "iris" and owner["controller"]
     assert job["spec"]["backoffLimit"] == 0
-    assert cluster.status("iris")["phase"] in ("Pending", "Training")
+    # The operator writes the status right after it creates the Job.
+    wait(
+        lambda: cluster.status("iris").get("phase") in ("Pending", "Training"), 15, "phase Training"
+    )
 
     # 2. The Job completes with the trainer's real output.
     message = trained("v1")
