@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelops_testenv import K8S_VERSION, ControlPlane
+from modelops_testenv import K8S_VERSION, KWOK_TOLERATION, ControlPlane
 from modelops_testenv.process import wait_until
 from modelops_testenv.pytest_plugin import Kubectl
 
@@ -147,8 +148,29 @@ def test_deployment_gets_a_replicaset(
 def test_with_kwok_deployment_becomes_available_and_job_completes(
     kwok_nodes: list[str], kubectl: Kubectl, namespace: str
 ):
-    kubectl("create", "deployment", "web", f"--image={IMAGE}", "--replicas=3", "-n", namespace)
-    kubectl("create", "job", "once", f"--image={IMAGE}", "-n", namespace)
+    # The fake nodes are tainted (see ControlPlane.start_nodes): these pods tolerate it.
+    pod_spec = {
+        "containers": [{"name": "app", "image": IMAGE}],
+        "tolerations": [KWOK_TOLERATION],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec},
+        },
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "once", "namespace": namespace},
+        "spec": {"template": {"spec": {**pod_spec, "restartPolicy": "Never"}}},
+    }
+    for manifest in (deployment, job):
+        kubectl("create", "-f", "-", input=json.dumps(manifest))
     kubectl("wait", "-n", namespace, "--for=condition=Available", "deployment/web", "--timeout=90s")
     kubectl("wait", "-n", namespace, "--for=condition=Complete", "job/once", "--timeout=90s")
 
@@ -161,6 +183,23 @@ def test_with_kwok_deployment_becomes_available_and_job_completes(
         assert pod["status"]["phase"] == "Running"
     job = get_json(kubectl, "job", "once", "-n", namespace)
     assert job["status"]["succeeded"] == 1
+
+
+def test_pods_without_the_toleration_stay_off_the_fake_nodes(
+    kwok_nodes: list[str], kubectl: Kubectl, namespace: str
+):
+    # Tests that play the kubelet themselves (the operator's) rely on this: kwok would
+    # otherwise complete their Job pods with an empty termination message.
+    kubectl("create", "job", "untouched", f"--image={IMAGE}", "-n", namespace)
+
+    def pods() -> list[dict[str, Any]]:
+        return list(get_json(kubectl, "pods", "-n", namespace, "-l", "job-name=untouched")["items"])
+
+    wait_until(lambda: bool(pods()), 30, "the Job's pod")
+    time.sleep(3)  # give the scheduler and kwok time to (wrongly) act
+    pod = pods()[0]
+    assert not pod["spec"].get("nodeName")
+    assert pod["status"]["phase"] == "Pending"
 
 
 def test_deleting_an_owner_garbage_collects_dependents(

@@ -142,11 +142,13 @@ class ControlPlane:
         workdir_parent: Path | None = None,
         start_timeout: float = 60.0,
         keep_workdir: bool = False,
+        taint_nodes: bool = True,
     ) -> None:
         if nodes and not controller_manager:
             raise ValueError("fake nodes need kube-controller-manager")
         self.binaries: Binaries = find_binaries(bin_dir)
         self.want_nodes = nodes
+        self.taint_nodes = taint_nodes
         self.controller_manager = controller_manager
         self.workdir_parent = workdir_parent
         self.start_timeout = start_timeout
@@ -273,10 +275,16 @@ class ControlPlane:
                 [kcm],
             )
         if self.want_nodes:
-            self.start_nodes(self.want_nodes)
+            self.start_nodes(self.want_nodes, self.taint_nodes)
 
-    def start_nodes(self, count: int = 1) -> list[str]:
-        """Make sure kube-scheduler and kwok run and ``count`` fake nodes are Ready."""
+    def start_nodes(self, count: int = 1, taint: bool = True) -> list[str]:
+        """Make sure kube-scheduler and kwok run and ``count`` fake nodes are Ready.
+
+        With ``taint`` (the default) the nodes carry kwok's ``NoSchedule`` taint, so only pods
+        that tolerate it (:data:`KWOK_TOLERATION`) land there: kwok completes every Job pod it
+        runs with an empty termination message, which must not happen to the trainer pods of
+        tests that play the kubelet themselves in the same session.
+        """
         if not self.controller_manager:
             raise RuntimeError("fake nodes need kube-controller-manager")
         if "kwok" not in self.components:
@@ -289,7 +297,7 @@ class ControlPlane:
         )
         for i in range(len(self.node_names), count):
             name = f"kwok-node-{i}"
-            status, body = self.request("POST", "/api/v1/nodes", _fake_node(name))
+            status, body = self.request("POST", "/api/v1/nodes", _fake_node(name, taint))
             if status not in (201, 409):
                 raise RuntimeError(f"creating node {name}: HTTP {status}: {body}")
             self.node_names.append(name)
@@ -558,7 +566,9 @@ class ControlPlane:
             return False
         conditions = node.get("status", {}).get("conditions", [])
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-        return ready and not node.get("spec", {}).get("taints")
+        # Only our own kwok taint may stay (the node controller's not-ready taint must go).
+        taints = [t for t in node.get("spec", {}).get("taints") or [] if t != KWOK_TAINT]
+        return ready and not taints
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -577,8 +587,13 @@ def _decode(raw: bytes) -> Any:
         return raw.decode(errors="replace")
 
 
-def _fake_node(name: str) -> dict[str, Any]:
-    """A Node that kwok keeps Ready; no kwok taint, so ordinary pods land on it."""
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+# Add to a pod spec's `tolerations` to let it run on the (tainted) fake nodes.
+KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def _fake_node(name: str, taint: bool = True) -> dict[str, Any]:
+    """A Node that kwok keeps Ready; tainted unless ``taint`` is False."""
     resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
     return {
         "apiVersion": "v1",
@@ -595,7 +610,7 @@ def _fake_node(name: str) -> dict[str, Any]:
                 "type": "kwok",
             },
         },
-        "spec": {},
+        "spec": {"taints": [KWOK_TAINT]} if taint else {},
         "status": {
             "allocatable": resources,
             "capacity": resources,
