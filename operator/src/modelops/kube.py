@@ -7,6 +7,7 @@ official client's ``ApiClient`` (no generated models: less memory, and manifests
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -76,6 +77,9 @@ class Kube:
         self._crd_checked = 0.0
         self._monitoring = False
         self._lock = threading.Lock()
+        self._fanout = concurrent.futures.ThreadPoolExecutor(
+            max_workers=8, thread_name_prefix="observe"
+        )
 
     @classmethod
     def connect(cls, settings: Settings, kubeconfig: str | None = None) -> Kube:
@@ -288,21 +292,20 @@ class Kube:
                 if render.LABEL_VERSION in (item["metadata"].get("labels") or {})
             }
 
-        jobs = owned(self.list(collection_path("batch/v1", "Job", namespace), selector))
-        configmaps = owned(
-            self.list(
+        # The four lists are independent: fetched at once, a pass waits for one round trip.
+        queries = [
+            (collection_path("batch/v1", "Job", namespace), selector),
+            (
                 collection_path("v1", "ConfigMap", namespace),
                 f"{selector},{render.LABEL_COMPONENT}={render.COMPONENT_MODEL}",
-            )
-        )
-        deployments = {
-            d["metadata"]["name"]: d
-            for d in owned(self.list(collection_path("apps/v1", "Deployment", namespace), selector))
-        }
-        services = {
-            s["metadata"]["name"]: s
-            for s in owned(self.list(collection_path("v1", "Service", namespace), selector))
-        }
+            ),
+            (collection_path("apps/v1", "Deployment", namespace), selector),
+            (collection_path("v1", "Service", namespace), selector),
+        ]
+        listed = list(self._fanout.map(lambda query: owned(self.list(*query)), queries))
+        jobs, configmaps = listed[0], listed[1]
+        deployments = {d["metadata"]["name"]: d for d in listed[2]}
+        services = {s["metadata"]["name"]: s for s in listed[3]}
         monitoring = self.monitoring_crds()
         service_monitor = pod_monitor = None
         if monitoring:

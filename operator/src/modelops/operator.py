@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import logging
 import sys
@@ -31,6 +32,8 @@ from .spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("modelops.operator")
 MAX_BACKOFF_SECONDS = 60.0
+# Matches the API client's connection pool (kube.py: connection_pool_maxsize).
+RECONCILE_THREADS = 16
 # Standard LogRecord attributes; everything else passed via `extra=` goes into the JSON.
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -251,6 +254,11 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
 
 
 async def run(settings: Settings, kubeconfig: str | None = None) -> None:
+    # Reconcile passes run in threads and mostly wait on the API server: the default pool
+    # (cores + 4 threads) queues a burst of new resources behind each other.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS)
+    )
     kube = Kube.connect(settings, kubeconfig)
     queue = Queue(kube)
     registry = kopf.OperatorRegistry()
