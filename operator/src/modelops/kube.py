@@ -29,6 +29,12 @@ from .settings import Settings
 from .spec import GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger("modelops.kube")
+# Reconcile passes run in this many threads (operator.py); each fans its reads out to the
+# observe pool. The connection pool holds one connection per thread of both.
+RECONCILE_THREADS = 16
+FANOUT_THREADS = 32
+# Children of one resource as listed: Jobs, ConfigMaps, Deployments, Services.
+ChildLists = list[list[dict[str, Any]]]
 
 # (apiVersion, kind) → plural, for building paths.
 PLURALS = {
@@ -78,7 +84,7 @@ class Kube:
         self._monitoring = False
         self._lock = threading.Lock()
         self._fanout = concurrent.futures.ThreadPoolExecutor(
-            max_workers=8, thread_name_prefix="observe"
+            max_workers=FANOUT_THREADS, thread_name_prefix="observe"
         )
 
     @classmethod
@@ -94,7 +100,7 @@ class Kube:
         else:
             load_kube(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
         # The operator runs concurrent reconciles; urllib3's default pool of 4 would serialise.
-        configuration.connection_pool_maxsize = 16
+        configuration.connection_pool_maxsize = RECONCILE_THREADS + FANOUT_THREADS
         return cls(k8s_client.ApiClient(configuration), settings)
 
     # Raw requests ---------------------------------------------------------------------------
@@ -273,10 +279,24 @@ class Kube:
 
     # Reconcile ------------------------------------------------------------------------------
 
-    def observe(self, cr: Mapping[str, Any]) -> Observed:
+    def _child_lists(self, namespace: str, name: str) -> ChildLists:
+        """Jobs, artifact ConfigMaps, Deployments and Services labelled for `name`."""
+        selector = f"{render.LABEL_NAME}={name},{render.LABEL_MANAGED_BY}={render.MANAGED_BY}"
+        # Independent lists, fetched at once: a pass waits for one round trip, not four.
+        queries = [
+            (collection_path("batch/v1", "Job", namespace), selector),
+            (
+                collection_path("v1", "ConfigMap", namespace),
+                f"{selector},{render.LABEL_COMPONENT}={render.COMPONENT_MODEL}",
+            ),
+            (collection_path("apps/v1", "Deployment", namespace), selector),
+            (collection_path("v1", "Service", namespace), selector),
+        ]
+        return list(self._fanout.map(lambda query: self.list(*query), queries))
+
+    def observe(self, cr: Mapping[str, Any], lists: ChildLists | None = None) -> Observed:
         meta = cr["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-        selector = f"{render.LABEL_NAME}={name},{render.LABEL_MANAGED_BY}={render.MANAGED_BY}"
 
         def owned(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [
@@ -292,17 +312,9 @@ class Kube:
                 if render.LABEL_VERSION in (item["metadata"].get("labels") or {})
             }
 
-        # The four lists are independent: fetched at once, a pass waits for one round trip.
-        queries = [
-            (collection_path("batch/v1", "Job", namespace), selector),
-            (
-                collection_path("v1", "ConfigMap", namespace),
-                f"{selector},{render.LABEL_COMPONENT}={render.COMPONENT_MODEL}",
-            ),
-            (collection_path("apps/v1", "Deployment", namespace), selector),
-            (collection_path("v1", "Service", namespace), selector),
-        ]
-        listed = list(self._fanout.map(lambda query: owned(self.list(*query)), queries))
+        if lists is None:
+            lists = self._child_lists(namespace, name)
+        listed = [owned(items) for items in lists]
         jobs, configmaps = listed[0], listed[1]
         deployments = {d["metadata"]["name"]: d for d in listed[2]}
         services = {s["metadata"]["name"]: s for s in listed[3]}
@@ -359,10 +371,16 @@ class Kube:
 
     def reconcile(self, namespace: str, name: str) -> Plan | None:
         """One level-based pass for one ModelDeployment; returns what it did (None: gone)."""
-        cr = self.get(object_path(f"{GROUP}/{VERSION}", KIND, namespace, name))
+        # The resource and its children are read at once (children are filtered by the
+        # resource's uid afterwards).
+        wanted = self._fanout.submit(
+            self.get, object_path(f"{GROUP}/{VERSION}", KIND, namespace, name)
+        )
+        lists = self._child_lists(namespace, name)
+        cr = wanted.result()
         if cr is None or cr["metadata"].get("deletionTimestamp"):
             return None
-        observed = self.observe(cr)
+        observed = self.observe(cr, lists)
         outcomes = self.harvest(cr, observed)
         result = plan(cr, observed, outcomes, self.settings, now_rfc3339())
         for manifest in result.create:

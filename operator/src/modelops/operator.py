@@ -26,14 +26,12 @@ import kopf
 from prometheus_client import start_http_server
 
 from . import metrics, render
-from .kube import ApiError, Kube
+from .kube import RECONCILE_THREADS, ApiError, Kube
 from .settings import Settings, SettingsError
 from .spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("modelops.operator")
 MAX_BACKOFF_SECONDS = 60.0
-# Matches the API client's connection pool (kube.py: connection_pool_maxsize).
-RECONCILE_THREADS = 16
 # Standard LogRecord attributes; everything else passed via `extra=` goes into the JSON.
 _RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
