@@ -30,28 +30,22 @@ KUSTOMIZATIONS = [
 ]
 
 
+def _rendered(command: list[str]) -> tuple[dict[str, Any], ...]:
+    """The YAML documents a command prints."""
+    out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=60).stdout
+    return tuple(d for d in yaml.safe_load_all(out) if d)
+
+
 @cache
 def build(path: str) -> tuple[dict[str, Any], ...]:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / path)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    return tuple(d for d in yaml.safe_load_all(out) if d)
+    return _rendered(["kubectl", "kustomize", str(ROOT / path)])
 
 
 @cache
 def argocd_bootstrap() -> tuple[dict[str, Any], ...]:
-    out = subprocess.run(
-        [str(ROOT / "argocd/install.sh"), "--render", "--repo", REPO, "--revision", "main"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    return tuple(d for d in yaml.safe_load_all(out) if d)
+    return _rendered(
+        [str(ROOT / "argocd/install.sh"), "--render", "--repo", REPO, "--revision", "main"]
+    )
 
 
 def find(docs: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:

@@ -116,7 +116,7 @@ class ManagedProcess:
                     f"{self.name} exited with code {code} before it was ready: "
                     f"{self.last_log_line() or 'no output'} (log: {self.log_path})"
                 )
-            if await asyncio.to_thread(_http_ok, self.ready_url):
+            if await asyncio.to_thread(http_ok, self.ready_url):
                 return
             await asyncio.sleep(0.1)
         raise RuntimeError(
@@ -151,7 +151,7 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=1.0) as response:
             return bool(response.status == 200)

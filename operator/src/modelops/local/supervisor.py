@@ -35,13 +35,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from modelops_trainer.artifact import METADATA_FILE, file_sha256
 
 from .. import render
 from ..harvest import Failed, NeedsLog, Succeeded, read_outcome
 from ..reconcile import Event, Observed, Plan, harvest_needed, plan
 from ..settings import Settings
-from .processes import ManagedProcess, free_port
+from .processes import ManagedProcess, free_port, http_ok
 
 log = logging.getLogger("modelops.local")
 
@@ -461,7 +463,7 @@ class LocalModelDeployment:
                 )
                 continue
             if not replica.ready:
-                replica.ready = await asyncio.to_thread(_ready, replica.url)
+                replica.ready = await asyncio.to_thread(http_ok, f"{replica.url}/readyz")
                 if not replica.ready and now - replica.process.started_at > READY_TIMEOUT_SECONDS:
                     self.on_event(
                         Event("Warning", "ServerNotReady", f"{replica.url} not ready; restarting")
@@ -641,14 +643,13 @@ class LocalModelDeployment:
             return None
         outcomes: dict[str, float] = {}
         gauges: dict[str, float] = {}
-        for line in text.splitlines():
-            if line.startswith("loadgen_requests_total{"):
-                labels, value = line.rsplit(" ", 1)
-                outcome = labels.split('outcome="', 1)[-1].split('"', 1)[0]
-                outcomes[outcome] = outcomes.get(outcome, 0.0) + float(value)
-            elif line.startswith(("loadgen_achieved_rate ", "loadgen_target_rate ")):
-                name, value = line.split(" ", 1)
-                gauges[name] = float(value)
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "loadgen_requests_total":
+                    outcome = sample.labels.get("outcome", "")
+                    outcomes[outcome] = outcomes.get(outcome, 0.0) + sample.value
+                elif sample.name in ("loadgen_achieved_rate", "loadgen_target_rate"):
+                    gauges[sample.name] = sample.value
         total = sum(outcomes.values())
         failed = total - outcomes.get("ok", 0.0)
         return (
@@ -677,9 +678,3 @@ class LocalModelDeployment:
 
 def _fingerprint(deployment: dict[str, Any]) -> str:
     return json.dumps(deployment["spec"]["template"], sort_keys=True)
-
-
-def _ready(url: str) -> bool:
-    from .processes import _http_ok
-
-    return _http_ok(f"{url}/readyz")
