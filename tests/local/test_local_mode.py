@@ -402,3 +402,93 @@ def test_missing_file_and_busy_port(tmp_path, spec_file):
     assert proc.returncode == 1
     assert f"port {port} for Prometheus is already in use" in proc.stderr
     assert "--prometheus-port" in proc.stderr
+
+
+def _time_wait_port() -> int:
+    """A loopback port whose only socket is in TIME-WAIT: the server side closed first.
+
+    The listener sets SO_REUSEADDR as Prometheus (Go's net.Listen) does; its TIME-WAIT socket
+    inherits the flag, which is what lets the next listener bind.
+    """
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = listener.accept()
+        conn.close()  # the side that closes first keeps the TIME-WAIT, on `port`
+        client.recv(1)
+        client.close()
+    return port
+
+
+def test_port_check_ignores_time_wait_but_not_a_listener():
+    from modelops.local.processes import PortBusyError, check_port_free
+
+    port = _time_wait_port()
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # the old check's bind: fails on TIME-WAIT
+    check_port_free(port, "Prometheus", "--prometheus-port")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        with pytest.raises(PortBusyError, match=f"port {taken} for Prometheus is already in use"):
+            check_port_free(taken, "Prometheus", "--prometheus-port")
+
+
+def _bounded_run(
+    spec_file: Path, state: Path, port: int, duration: int
+) -> subprocess.CompletedProcess:
+    args = [MODELOPS, "local", "up", "-f", str(spec_file), "--state-dir", str(state)]
+    args += ["--prometheus-port", str(port), "--duration", str(duration)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=180, cwd=REPO)
+
+
+def test_two_runs_back_to_back_on_one_prometheus_port(spec_file, tmp_path):
+    if shutil.which("prometheus") is None:
+        pytest.fail("prometheus is not installed; `make install` installs it")
+    port = free_port()
+    answers: list[str] = []
+    stop = threading.Event()
+
+    def query_while_running() -> None:  # client connections leave TIME-WAIT sockets on `port`
+        query = urllib.parse.quote("up")
+        while not stop.is_set():
+            try:
+                url = f"http://127.0.0.1:{port}/api/v1/query?query={query}"
+                answers.append(json.loads(urllib.request.urlopen(url, timeout=2).read())["status"])
+            except OSError:
+                pass
+            time.sleep(0.5)
+
+    querier = threading.Thread(target=query_while_running, daemon=True)
+    querier.start()
+    try:
+        first = _bounded_run(spec_file, tmp_path / "state", port, 20)
+    finally:
+        stop.set()
+        querier.join(timeout=5)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "success" in answers, "Prometheus of the first run answered no query"
+    second = _bounded_run(spec_file, tmp_path / "state", port, 8)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "already in use" not in second.stderr
+    assert f"prometheus: http://127.0.0.1:{port}" in second.stdout
+
+
+def test_busy_port_error_comes_alone_before_anything_starts(tmp_path, spec_file):
+    if shutil.which("prometheus") is None:
+        pytest.fail("prometheus is not installed; `make install` installs it")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _bounded_run(spec_file, tmp_path / "s", port, 10)
+    assert proc.returncode == 1
+    assert proc.stdout == "", proc.stdout
+    assert proc.stderr.strip().splitlines() == [
+        f"modelops local: error: port {port} for Prometheus is already in use on 127.0.0.1; "
+        "stop whatever listens there or pick another port with --prometheus-port"
+    ]

@@ -48,7 +48,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def check_port_free(port: int, what: str, flag: str, host: str = "127.0.0.1") -> None:
+    """Fail with a clear message if something listens on host:port.
+
+    It binds the way the real listener will (SO_REUSEADDR, as Prometheus, uvicorn and most
+    servers do), so a TIME-WAIT socket left by a previous run does not count as "in use",
+    while a live listener still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:

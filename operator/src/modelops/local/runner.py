@@ -150,7 +150,6 @@ async def _start_prometheus(
             "installs it): running without metrics storage"
         )
         return None
-    check_port_free(options.prometheus_port, "Prometheus", "--prometheus-port")
     config_dir = find_config_dir(options.config_dir)
     template = (config_dir / "prometheus" / "local" / "prometheus.yml").read_text()
     paths.scrape_dir.mkdir(parents=True, exist_ok=True)
@@ -178,8 +177,15 @@ async def _start_prometheus(
     return process
 
 
+def preflight(options: Options) -> None:
+    """Checks that must fail before anything starts or prints, each with its own message."""
+    if options.prometheus and shutil.which("prometheus") is not None:
+        check_port_free(options.prometheus_port, "Prometheus", "--prometheus-port")
+
+
 async def run(options: Options, out: TextIO = sys.stdout) -> int:
     manifest = load_manifest(options.file)
+    preflight(options)
     name = manifest["metadata"]["name"]
     paths = LocalPaths(options.state_dir.resolve() / name)
     for directory in (paths.root, paths.run, paths.logs):
