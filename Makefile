@@ -8,7 +8,7 @@ UV          := .tools/bin/uv
 PYTEST      := $(VENV)/bin/pytest
 STAMP       := $(VENV)/.modelops-installed
 # Python packages checked by ruff and mypy.
-PACKAGES    := trainer/src model-server/src loadgen/src operator/src hack/testenv/src
+PACKAGES    := operator/contract/src trainer/src model-server/src loadgen/src operator/src hack/testenv/src
 export MODELOPS_STATE_DIR ?= $(CURDIR)/.modelops
 DURATION    ?=
 PYTEST_ARGS ?=
@@ -20,7 +20,7 @@ UP_TIMEOUT  ?= 900
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): uv.lock pyproject.toml hack/bootstrap.sh hack/apt-packages.txt $(wildcard */pyproject.toml) $(wildcard hack/*/pyproject.toml)
+$(STAMP): uv.lock pyproject.toml hack/bootstrap.sh hack/apt-packages.txt $(wildcard */pyproject.toml) $(wildcard */*/pyproject.toml)
 	@hack/bootstrap.sh all
 	@touch $@
 

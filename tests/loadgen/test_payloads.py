@@ -3,10 +3,10 @@ import random
 
 import pytest
 
+from modelops_contract.iris import FEATURE_NAMES as FEATURES
+from modelops_contract.iris import FEATURE_RANGES as UNIFORM_RANGES
+from modelops_contract.iris import SPECIES
 from modelops_loadgen.payloads import (
-    FEATURES,
-    SPECIES,
-    UNIFORM_RANGES,
     BadResponse,
     PayloadSource,
     encode_body,

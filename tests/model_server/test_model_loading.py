@@ -9,9 +9,9 @@ from pathlib import Path
 import joblib
 import pytest
 
+from modelops_contract.artifact import METADATA_FILE, MODEL_FILE, file_sha256
 from modelops_server.errors import ModelLoadError
 from modelops_server.model import load_model
-from modelops_trainer.artifact import METADATA_FILE, MODEL_FILE, file_sha256
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ def test_operator_metrics_liveness_and_json_logs(cluster, operator, trained, wai
         assert resp.status == 200
     lines = [line for line in operator.logs().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]
-    reconciled = [r for r in records if r.get("message", "").startswith("reconciled")]
+    reconciled = [r for r in records if r.get("msg", "").startswith("reconciled")]
     assert reconciled and reconciled[0]["modeldeployment"] == f"{cluster.ns}/iris"
     # Deleting the resource drops its series (bounded label sets).
     cluster.kubectl("delete", "-n", cluster.ns, "md", "iris", "--wait=false")

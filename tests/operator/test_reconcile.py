@@ -14,7 +14,7 @@ from modelops import render
 from modelops.harvest import Failed, NeedsLog, Succeeded, read_outcome
 from modelops.reconcile import Observed, contains, drifted, harvest_needed, plan, rolled_out
 from modelops.settings import Settings
-from modelops_trainer import bundle
+from modelops_contract import bundle
 
 SETTINGS = Settings()
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"

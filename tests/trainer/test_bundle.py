@@ -6,8 +6,8 @@ import lzma
 
 import pytest
 
-from modelops_trainer import bundle
-from modelops_trainer.artifact import ArtifactError, verify
+from modelops_contract import bundle
+from modelops_contract.artifact import ArtifactError, verify
 from modelops_trainer.cli import main
 from modelops_trainer.train import RESULT_LIMIT_BYTES
 

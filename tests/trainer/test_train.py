@@ -6,7 +6,7 @@ import os
 import joblib
 import pytest
 
-from modelops_trainer.artifact import (
+from modelops_contract.artifact import (
     ARTIFACT_FORMAT,
     ArtifactError,
     read_metadata,

@@ -14,18 +14,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from modelops_contract.iris import FEATURE_NAMES, FEATURE_RANGES
 from modelops_loadgen.settings import Endpoint, PayloadKind
-
-FEATURES: tuple[str, str, str, str] = ("sepal_length", "sepal_width", "petal_length", "petal_width")
-SPECIES: tuple[str, str, str] = ("setosa", "versicolor", "virginica")
-
-# The seed's ranges (cm), i.e. the min/max of each Iris feature.
-UNIFORM_RANGES: dict[str, tuple[float, float]] = {
-    "sepal_length": (4.3, 7.9),
-    "sepal_width": (2.0, 4.4),
-    "petal_length": (1.0, 6.9),
-    "petal_width": (0.1, 2.5),
-}
 
 Row = tuple[float, float, float, float]
 
@@ -78,8 +68,8 @@ class PayloadSource:
         self._iris = load_iris_rows() if kind == "iris" else []
         # One pre-encoded body per Iris row for the single-row seed endpoint: no work per request.
         self._iris_predict = [_row_json(r.features).encode() for r in self._iris]
-        lows = [UNIFORM_RANGES[f][0] for f in FEATURES]
-        spans = [UNIFORM_RANGES[f][1] - UNIFORM_RANGES[f][0] for f in FEATURES]
+        lows = [FEATURE_RANGES[f][0] for f in FEATURE_NAMES]
+        spans = [FEATURE_RANGES[f][1] - FEATURE_RANGES[f][0] for f in FEATURE_NAMES]
         self._lows = lows
         self._spans = spans
 

@@ -2,31 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import Any
 
-import orjson
-
-# Attributes every LogRecord has; anything else came from `extra=` and is logged as a field.
-_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
-
-
-class JSONFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+from modelops_contract.logs import JsonFormatter
 
 
 def log_config(level: str) -> dict[str, Any]:
@@ -36,7 +14,7 @@ def log_config(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": JSONFormatter}},
+        "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"stderr": handler},
         "loggers": {
             "modelops_server": {"handlers": ["stderr"], "level": upper, "propagate": False},

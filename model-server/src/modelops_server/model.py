@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from modelops_trainer.artifact import ArtifactError, accuracy_of, verify
-from modelops_trainer.data import FEATURE_NAMES
+from modelops_contract.artifact import ArtifactError, accuracy_of, model_file, verify
+from modelops_contract.iris import FEATURE_NAMES
 
 from .errors import ModelLoadError
 from .predictor import EstimatorPredictor, Matrix, Predictor, compile_predictor, self_check
@@ -106,7 +106,7 @@ def load_model(
         raise ModelLoadError(f"model metadata of {artifact_dir} lists no classes; retrain it")
     classes = tuple(str(c) for c in classes_raw)
 
-    pipeline = _load_pipeline(artifact_dir / str(metadata.get("model_file", "model.joblib")))
+    pipeline = _load_pipeline(artifact_dir / model_file(metadata))
     _check_pipeline(pipeline, artifact_dir, classes)
 
     exact = EstimatorPredictor(pipeline, classes)

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from modelops_trainer import bundle
-from modelops_trainer.artifact import ArtifactError
+from modelops_contract import bundle
+from modelops_contract.artifact import ArtifactError, accuracy_of
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def read_outcome(
         )
     return Succeeded(
         version=version,
-        accuracy=float(metadata["metrics"]["test_accuracy"]),
+        accuracy=accuracy_of(metadata),
         metadata=metadata,
         model=model,
     )

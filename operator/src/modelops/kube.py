@@ -14,13 +14,14 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+
+from modelops_contract.clock import now_rfc3339
 
 from . import metrics, render
 from .harvest import Failed, NeedsLog, Succeeded, read_outcome
@@ -68,10 +69,6 @@ def collection_path(api_version: str, kind: str, namespace: str) -> str:
 
 def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
     return f"{collection_path(api_version, kind, namespace)}/{quote(name)}"
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Kube:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import json
 import logging
 import sys
 import time
@@ -25,6 +24,8 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from modelops_contract.logs import JsonFormatter
+
 from . import metrics, render
 from .kube import RECONCILE_THREADS, ApiError, Kube
 from .settings import Settings, SettingsError
@@ -32,34 +33,12 @@ from .spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("modelops.operator")
 MAX_BACKOFF_SECONDS = 60.0
-# Standard LogRecord attributes; everything else passed via `extra=` goes into the JSON.
-_RECORD_FIELDS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any `extra` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            # kopf attaches its whole settings object to some records: keep lines short.
-            if key not in _RECORD_FIELDS and not key.startswith("_") and key != "settings":
-                entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
 
 
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_format == "json":
         handler.setFormatter(JsonFormatter())
-        handler.formatter.converter = time.gmtime  # type: ignore[union-attr]
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()

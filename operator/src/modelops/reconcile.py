@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from modelops_trainer.gate import GatePolicy, decide
+from modelops_contract.gate import GatePolicy, decide
 
 from . import render
 from .harvest import Failed, Succeeded, job_finished

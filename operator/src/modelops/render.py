@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from modelops_trainer import bundle
+from modelops_contract.artifact import METADATA_FILE, accuracy_of, metadata_text, model_file
 
 from .settings import Settings
 from .spec import API_VERSION, KIND, ModelDeploymentSpec
@@ -279,7 +279,7 @@ def artifact_configmap(
     """One immutable ConfigMap per version: the exact files the server loads."""
     name = cr["metadata"]["name"]
     annotations = {
-        ANNOTATION_ACCURACY: repr(float(metadata["metrics"]["test_accuracy"])),
+        ANNOTATION_ACCURACY: repr(accuracy_of(metadata)),
         ANNOTATION_SHA256: str(metadata["model_sha256"]),
         ANNOTATION_TRAINED_AT: str(metadata.get("created_at", "")),
     }
@@ -290,10 +290,8 @@ def artifact_configmap(
             cr, artifact_name(name, version), COMPONENT_MODEL, version, annotations
         ),
         "immutable": True,
-        "data": {"metadata.json": bundle.metadata_text(dict(metadata))},
-        "binaryData": {
-            str(metadata.get("model_file", "model.joblib")): base64.b64encode(model).decode()
-        },
+        "data": {METADATA_FILE: metadata_text(metadata)},
+        "binaryData": {model_file(metadata): base64.b64encode(model).decode()},
     }
 
 

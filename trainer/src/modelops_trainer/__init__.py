@@ -1,6 +1,4 @@
-"""modelops trainer: data, training, evaluation, artifacts and the accuracy gate."""
+"""modelops trainer: data, training, evaluation and writing artifacts (the format and the
+accuracy gate are the contract's: :mod:`modelops_contract`)."""
 
-from .gate import Decision, GatePolicy, Reason, decide
-
-__all__ = ["Decision", "GatePolicy", "Reason", "decide"]
 __version__ = "0.1.0"

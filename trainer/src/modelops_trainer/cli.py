@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .artifact import ArtifactError, accuracy_of, read_metadata
-from .gate import GatePolicy, decide
+from modelops_contract.artifact import ArtifactError, accuracy_of, read_metadata
+from modelops_contract.gate import GatePolicy, decide
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -174,7 +174,8 @@ def _run_train(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     summary = result_summary(result)
     if args.emit_artifact:
-        from . import bundle
+        from modelops_contract import bundle
+
         from .train import RESULT_LIMIT_BYTES
 
         packed = bundle.pack(result.artifact)

@@ -22,8 +22,6 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "petal length (cm)",
     "petal width (cm)",
 )
-# The same features as the model server's request fields.
-FEATURE_NAMES: tuple[str, ...] = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 LABEL_COLUMN = "species"
 BUILTIN_IRIS = "builtin:iris"
 MIN_ROWS = 10

@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .artifact import ARTIFACT_FORMAT, ArtifactError, check_version, read_metadata, write_artifact
-from .data import BUILTIN_IRIS, FEATURE_COLUMNS, FEATURE_NAMES, DataError, Dataset, load_dataset
+from modelops_contract.artifact import (
+    ACCURACY_METRIC,
+    ARTIFACT_FORMAT,
+    ArtifactError,
+    accuracy_of,
+    check_version,
+    read_metadata,
+)
+from modelops_contract.clock import now_rfc3339
+from modelops_contract.iris import FEATURE_NAMES
+
+from .artifact import write_artifact
+from .data import BUILTIN_IRIS, FEATURE_COLUMNS, DataError, Dataset, load_dataset
 from .pipeline import ParamError, build_pipeline, estimator_params
 
 # The operator reads the summary from the container's termination message (4096 bytes max).
@@ -38,7 +48,7 @@ class TrainResult:
 
     @property
     def accuracy(self) -> float:
-        return float(self.metadata["metrics"]["test_accuracy"])
+        return accuracy_of(self.metadata)
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -111,7 +121,7 @@ def evaluate(
         y_test, predicted, labels=classes, zero_division=0
     )
     return {
-        "test_accuracy": round(float(accuracy_score(y_test, predicted)), 6),
+        ACCURACY_METRIC: round(float(accuracy_score(y_test, predicted)), 6),
         "train_accuracy": round(float(accuracy_score(y_train, pipeline.predict(x_train))), 6),
         "f1_macro": round(float(f1_score(y_test, predicted, average="macro", zero_division=0)), 6),
         "per_class": {
@@ -161,7 +171,7 @@ def build_metadata(
             "numpy": np.__version__,
             "joblib": joblib.__version__,
         },
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "created_at": now_rfc3339(),
     }
 
 
@@ -173,7 +183,7 @@ def result_summary(result: TrainResult) -> dict[str, Any]:
         "name": meta["name"],
         "version": meta["version"],
         "algorithm": meta["algorithm"],
-        "accuracy": meta["metrics"]["test_accuracy"],
+        "accuracy": meta["metrics"][ACCURACY_METRIC],
         "trainAccuracy": meta["metrics"]["train_accuracy"],
         "f1Macro": meta["metrics"]["f1_macro"],
         "classes": meta["classes"],

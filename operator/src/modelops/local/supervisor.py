@@ -31,13 +31,13 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelops_trainer.artifact import METADATA_FILE, file_sha256
+from modelops_contract.artifact import METADATA_FILE, file_sha256, model_file
+from modelops_contract.clock import now_rfc3339
 
 from .. import render
 from ..harvest import Failed, NeedsLog, Succeeded, read_outcome
@@ -52,10 +52,6 @@ TERMINATION_MESSAGE_LIMIT = 4096  # what the kubelet keeps of a termination mess
 DRAIN_SECONDS = 2.5  # > the load generator's targets-file poll interval (1 s)
 READY_TIMEOUT_SECONDS = 60.0
 RESTART_BACKOFF_SECONDS = 5.0
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _executable(name: str) -> str:
@@ -260,7 +256,7 @@ class LocalModelDeployment:
             if not meta_path.is_file():
                 continue
             metadata = json.loads(meta_path.read_text())
-            model = (directory / str(metadata.get("model_file", "model.joblib"))).read_bytes()
+            model = (directory / model_file(metadata)).read_bytes()
             out[directory.name] = render.artifact_configmap(cr, directory.name, metadata, model)
         return out
 
@@ -401,7 +397,7 @@ class LocalModelDeployment:
             (staging / key).write_bytes(base64.b64decode(blob))
         recorded = configmap["metadata"]["annotations"][render.ANNOTATION_SHA256]
         metadata = json.loads((staging / METADATA_FILE).read_text())
-        if file_sha256(staging / str(metadata.get("model_file", "model.joblib"))) != recorded:
+        if file_sha256(staging / model_file(metadata)) != recorded:
             shutil.rmtree(staging)
             raise ValueError(f"artifact of {version} does not match its recorded sha256")
         staging.rename(target)

@@ -21,7 +21,7 @@ import lzma
 from pathlib import Path
 from typing import Any
 
-from .artifact import METADATA_FILE, MODEL_FILE, ArtifactError, verify
+from .artifact import METADATA_FILE, ArtifactError, metadata_text, model_file, verify
 
 # Prefix of the one stdout line that carries a bundle; the version suffix allows a new format.
 LOG_PREFIX = "modelops-artifact/v1 "
@@ -35,7 +35,7 @@ def pack(artifact: Path) -> str:
     """Bundle a verified artifact directory as base85 text."""
     metadata = verify(artifact)
     meta = json.dumps(metadata, separators=(",", ":"), sort_keys=True).encode()
-    model = (artifact / str(metadata.get("model_file", MODEL_FILE))).read_bytes()
+    model = (artifact / model_file(metadata)).read_bytes()
     blob = len(meta).to_bytes(4, "big") + meta + model
     return base64.b85encode(lzma.compress(blob, preset=9 | lzma.PRESET_EXTREME)).decode("ascii")
 
@@ -65,15 +65,10 @@ def unpack(text: str) -> tuple[dict[str, Any], bytes]:
     return metadata, model
 
 
-def metadata_text(metadata: dict[str, Any]) -> str:
-    """``metadata.json`` exactly as :func:`modelops_trainer.artifact.write_artifact` writes it."""
-    return json.dumps(metadata, indent=2, sort_keys=True) + "\n"
-
-
 def write(metadata: dict[str, Any], model: bytes, target: Path) -> Path:
     """Write an unpacked bundle as an artifact directory (``target`` must not exist)."""
     target.mkdir(parents=True)
-    (target / str(metadata.get("model_file", MODEL_FILE))).write_bytes(model)
+    (target / model_file(metadata)).write_bytes(model)
     (target / METADATA_FILE).write_text(metadata_text(metadata))
     return target
 

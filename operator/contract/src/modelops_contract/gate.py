@@ -1,7 +1,7 @@
 """The accuracy gate: one pure function decides whether a candidate model may serve.
 
-The operator, CI's model-release pipeline and local mode all call :func:`decide`; nothing
-else in the project re-implements the policy.
+The operator, local mode and the trainer's ``gate`` command (CI's model-release pipeline) all
+call :func:`decide`; nothing else in the project re-implements the policy.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from modelops_trainer.gate import Decision, GatePolicy, Reason, decide
+from modelops_contract.gate import Decision, GatePolicy, Reason, decide
 
 DEFAULT = GatePolicy()
 
