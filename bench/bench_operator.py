@@ -1,9 +1,12 @@
-"""Operator at scale: 200 ModelDeployments against a real kube-apiserver + controller-manager.
+"""Operator at scale: N ModelDeployments (200 by default; 1,000 with --count 1000) against a
+real kube-apiserver + controller-manager.
 
-Reports p50/p95 time from create to trainer Job, operator CPU per reconcile pass, operator RSS,
-and the API writes during a quiet resync (goal 0). Baseline, measured in the same run: the
-round trip of one POST of a Job by this script (the floor any create→Job latency sits on).
-Goals (issue 6): p50 ≤ 200 ms, RSS ≤ 150 MiB at 200 resources, 0 writes on a quiet resync.
+Reports p50/p95 time from create to trainer Job (seen through a watch, so measuring does not
+load the API server), operator CPU per reconcile pass, operator RSS, and a quiet resync: the
+API writes during it (goal 0) and what one resync pass costs (API requests, CPU, duration),
+which must not grow with N. Baseline, measured in the same run: the round trip of one POST of
+a Job by this script (the floor any create→Job latency sits on).
+Goals (issue 13): at 1,000 resources p50 ≤ 150 ms, RSS ≤ 200 MiB, 0 writes on a quiet resync.
 
 Run: .venv/bin/python bench/bench_operator.py [--count N]
 """
@@ -15,7 +18,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,18 +26,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from modelops_testenv.controlplane import ControlPlane
+from modelops_testenv.controlplane import ControlPlane, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
 RESYNC = 20
 SA = "system:serviceaccount:modelops-system:modelops-operator"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -61,6 +57,32 @@ def writes(m: dict[str, float]) -> float:
 
 def reconciles(m: dict[str, float]) -> float:
     return sum(v for k, v in m.items() if k.startswith("modelops_reconcile_total{"))
+
+
+def requests(m: dict[str, float]) -> float:
+    return sum(v for k, v in m.items() if k.startswith("modelops_api_requests_total"))
+
+
+def pass_seconds(m: dict[str, float]) -> float:
+    return m.get("modelops_reconcile_duration_seconds_sum", 0.0)
+
+
+def watch_jobs(plane: ControlPlane, seen: dict[str, float], stop: threading.Event) -> None:
+    """Record when each ModelDeployment's trainer Job first appears (a watch: no polling)."""
+    from kubernetes import client, config, watch
+
+    api = client.BatchV1Api(config.new_client_from_config(str(plane.kubeconfig)))
+    while not stop.is_set():
+        stream = watch.Watch().stream(
+            api.list_namespaced_job, NS, timeout_seconds=5, _preload_content=False
+        )
+        for event in stream:
+            now = time.perf_counter()
+            labels = event["raw_object"]["metadata"].get("labels") or {}
+            if "modelops.dev/name" in labels:
+                seen.setdefault(labels["modelops.dev/name"], now)
+            if stop.is_set():
+                break
 
 
 VERBS = ("GET", "POST", "PATCH")
@@ -131,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
             assert status == 201, status
         plane.request("DELETE", f"/apis/batch/v1/namespaces/{NS}/jobs")
 
-        port = free_port()
+        port = free_ports(1)[0]
         env = {
             **os.environ,
             "MODELOPS_STANDALONE": "true",
             "MODELOPS_METRICS_PORT": str(port),
-            "MODELOPS_HEALTH_PORT": str(free_port()),
+            "MODELOPS_HEALTH_PORT": str(free_ports(1)[0]),
             "MODELOPS_RESYNC_SECONDS": str(RESYNC),
             "MODELOPS_LOG_LEVEL": "WARNING",
         }
@@ -158,22 +180,14 @@ def main(argv: list[str] | None = None) -> int:
 
             seen: dict[str, float] = {}
             stop = threading.Event()
-
-            def poll_jobs() -> None:
-                while not stop.is_set():
-                    _, body = plane.request("GET", f"/apis/batch/v1/namespaces/{NS}/jobs")
-                    now = time.perf_counter()
-                    for item in (body or {}).get("items", []):
-                        seen.setdefault(item["metadata"]["labels"]["modelops.dev/name"], now)
-                    time.sleep(0.02)
-
-            poller = threading.Thread(target=poll_jobs, daemon=True)
-            poller.start()
+            watcher = threading.Thread(target=watch_jobs, args=(plane, seen, stop), daemon=True)
+            watcher.start()
+            time.sleep(1)  # the watch is established
             cpu0 = cpu_seconds(proc.pid)
             rec0 = reconciles(metrics(port))
             created: dict[str, float] = {}
             for i in range(args.count):
-                name = f"md{i:03d}"
+                name = f"md{i:04d}"
                 body = {
                     "apiVersion": "modelops.dev/v1alpha1",
                     "kind": "ModelDeployment",
@@ -186,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 assert status == 201, resp
                 time.sleep(0.01)
-            deadline = time.monotonic() + 120
+            deadline = time.monotonic() + 120 + args.count * 0.1
             while len(seen) < args.count and time.monotonic() < deadline:
                 time.sleep(0.1)
             stop.set()
-            poller.join(timeout=5)
+            watcher.join(timeout=10)
             latencies = [seen[n] - created[n] for n in created if n in seen]
             # Let the burst settle (status writes, events), then measure a quiet resync.
             last, stable_since = -1.0, time.monotonic()
@@ -204,10 +218,15 @@ def main(argv: list[str] | None = None) -> int:
             passes = reconciles(m1) - rec0
             rss_busy = rss_mib(proc.pid)
             writes_before, rec_before = writes(m1), reconciles(m1)
+            cpu_before = cpu_seconds(proc.pid)
             time.sleep(RESYNC * 1.5)
             m2 = metrics(port)
             quiet_writes = writes(m2) - writes_before
             quiet_passes = reconciles(m2) - rec_before
+            per_pass = max(quiet_passes, 1)
+            quiet_requests = (requests(m2) - requests(m1)) / per_pass
+            quiet_cpu = (cpu_seconds(proc.pid) - cpu_before) / per_pass * 1000
+            quiet_pass_ms = (pass_seconds(m2) - pass_seconds(m1)) / per_pass * 1000
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -228,16 +247,27 @@ def main(argv: list[str] | None = None) -> int:
         ("reconcile pass mean", f"{pass_mean(m1):.0f} ms", "incl. waiting for a thread"),
         *[(f"API {verb} mean", f"{api_mean(m1, verb):.1f} ms", "") for verb in VERBS],
         ("operator CPU per pass", f"{(cpu1 - cpu0) / max(passes, 1) * 1000:.1f} ms", ""),
-        ("operator RSS idle → 200 CRs", f"{rss_idle:.0f} → {rss_busy:.0f} MiB", ""),
+        (f"operator RSS idle → {args.count} CRs", f"{rss_idle:.0f} → {rss_busy:.0f} MiB", ""),
         (f"quiet resync ({RESYNC * 1.5:.0f} s)", f"{quiet_passes:.0f} passes", ""),
         ("API writes during quiet resync", f"{quiet_writes:.0f}", "goal 0"),
+        ("quiet pass: API requests", f"{quiet_requests:.1f}", "per pass; flat in N"),
+        ("quiet pass: operator CPU", f"{quiet_cpu:.1f} ms", "per pass; flat in N"),
+        ("quiet pass: duration", f"{quiet_pass_ms:.0f} ms", "per pass"),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'value':>16}  note")
     for label, value, note in rows:
         print(f"{label:<{width}}  {value:>16}  {note}")
-    print(json.dumps({"p50_ms": round(p50 * 1000, 1), "p95_ms": round(p95 * 1000, 1),
-                      "rss_mib": round(rss_busy, 1), "quiet_writes": quiet_writes}))  # fmt: skip
+    summary = {
+        "count": args.count,
+        "p50_ms": round(p50 * 1000, 1),
+        "p95_ms": round(p95 * 1000, 1),
+        "rss_mib": round(rss_busy, 1),
+        "quiet_writes": quiet_writes,
+        "quiet_requests_per_pass": round(quiet_requests, 2),
+        "quiet_cpu_ms_per_pass": round(quiet_cpu, 2),
+    }
+    print(json.dumps(summary))
     return 0
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from modelops_testenv.controlplane import free_ports
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,12 +26,6 @@ SAMPLE = REPO / "config" / "samples" / "modelops_v1alpha1_modeldeployment.yaml"
 MODELOPS = str(Path(sys.executable).parent / "modelops")
 # Servers import scikit-learn (~2-3 s, more on a busy 2-core machine) before they are ready.
 PHASE_TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_spec(path: Path, **spec) -> None:
@@ -44,7 +40,7 @@ class LocalRun:
 
     def __init__(self, spec_file: Path, state: Path, *extra: str, prometheus: bool = False):
         self.state = state
-        self.prometheus_port = free_port()
+        self.prometheus_port = free_ports(1)[0]
         args = [MODELOPS, "local", "up", "-f", str(spec_file), "--state-dir", str(state)]
         args += ["--prometheus-port", str(self.prometheus_port)]
         if not prometheus:
@@ -449,7 +445,7 @@ def _bounded_run(
 def test_two_runs_back_to_back_on_one_prometheus_port(spec_file, tmp_path):
     if shutil.which("prometheus") is None:
         pytest.fail("prometheus is not installed; `make install` installs it")
-    port = free_port()
+    port = free_ports(1)[0]
     answers: list[str] = []
     stop = threading.Event()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from modelops_testenv.controlplane import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -42,12 +43,6 @@ SILENT = {
 }
 # Alerts whose condition the operator exporter's resources make true.
 TRUE_HERE = {"ModelDeploymentDegraded", "ModelDeploymentFailed", "ModelAccuracyBelowMinimum"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float) -> Any:
@@ -180,7 +175,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, obs: Any) -> Iterator[dict[st
              str(artifacts)],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
-        server_port, loadgen_port, prom_port = free_port(), free_port(), free_port()
+        server_port, loadgen_port, prom_port = free_ports(3)
         procs.start(
             "server", str(BIN / "modelops-server"), "--artifact-dir", str(artifacts / "v1"),
             "--host", "127.0.0.1", "--port", str(server_port),
@@ -268,9 +263,11 @@ def test_targets_carry_the_labels_the_rules_use(live: dict[str, Any]) -> None:
     # The operator's own series keep their namespace label (not exported_namespace).
     assert "namespace" not in targets["operator"]
     assert api.query('modelops_modeldeployment_phase{exported_namespace!=""}') == []
+    assert api.query('modelops_modeldeployment_phase{exported_modeldeployment!=""}') == []
     phases = api.query("modelops_modeldeployment_phase == 1")
     current = {
-        (s["metric"]["namespace"], s["metric"]["name"], s["metric"]["phase"]) for s in phases
+        (s["metric"]["namespace"], s["metric"]["modeldeployment"], s["metric"]["phase"])
+        for s in phases
     }
     assert current >= {
         ("ml", NAME, "Serving"),

@@ -43,7 +43,7 @@ def test_create_trains_gates_and_serves(cluster, operator, trained, wait):
     summary = json.loads(message)
     assert status["accuracy"] == pytest.approx(summary["accuracy"])
     assert status["phase"] == "Serving"
-    assert status["gate"]["result"] == "Passed" and status["gate"]["reason"] == "FirstVersion"
+    assert status["gate"]["result"] == "Accepted" and status["gate"]["reason"] == "FirstVersion"
     assert status["history"][0]["version"] == "v1"
     assert status["history"][0]["outcome"] == "Accepted"
     assert status["history"][0]["servedAt"]
@@ -73,7 +73,7 @@ def test_create_trains_gates_and_serves(cluster, operator, trained, wait):
         "AGE",
     ]
     cells = row.split()
-    assert cells[:7] == ["iris", "v1", "v1", str(summary["accuracy"]), "Passed", "2/2", "Serving"]
+    assert cells[:7] == ["iris", "v1", "v1", str(summary["accuracy"]), "Accepted", "2/2", "Serving"]
 
 
 def _serve_v1(cluster, trained, wait, name="iris", **spec):
@@ -192,7 +192,7 @@ def test_operator_metrics_liveness_and_json_logs(cluster, operator, trained, wai
     cluster.create_md("iris", {"modelVersion": "v1", "minAccuracy": 0.9})
     cluster.finish_trainer("iris", "v1", trained("v1"))
     cluster.serve("iris", "v1")
-    labels = f'name="iris",namespace="{cluster.ns}"'  # exposition sorts labels
+    labels = f'modeldeployment="iris",namespace="{cluster.ns}"'  # exposition sorts labels
 
     def exported():
         text = operator.metrics()

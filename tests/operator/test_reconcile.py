@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from modelops import render
-from modelops.harvest import Failed, NeedsLog, Succeeded, read_outcome
-from modelops.reconcile import Observed, contains, drifted, harvest_needed, plan, rolled_out
+from modelops import names
+from modelops.core import render
+from modelops.core.drift import contains, drifted, rolled_out
+from modelops.core.harvest import Failed, NeedsLog, Succeeded, read_outcome
+from modelops.core.plan import harvest_needed, plan
+from modelops.core.state import Observed
 from modelops.settings import Settings
 from modelops_contract import bundle
 
@@ -131,7 +134,7 @@ def succeeded(results, version="v1"):
 
 def with_accuracy(cm, accuracy):
     cm = copy.deepcopy(cm)
-    cm["metadata"]["annotations"][render.ANNOTATION_ACCURACY] = repr(accuracy)
+    cm["metadata"]["annotations"][names.ANNOTATION_ACCURACY] = repr(accuracy)
     return cm
 
 
@@ -281,7 +284,7 @@ def test_rollback_to_a_kept_version_needs_no_training(results):
     assert not back.create
     server = next(m for m in back.apply if m["metadata"]["name"] == "iris-server")
     assert server["spec"]["template"]["metadata"]["labels"]["modelops.dev/version"] == "v1"
-    assert back.status["gate"]["result"] == "Passed"
+    assert back.status["gate"]["result"] == "Accepted"
 
 
 def test_old_versions_beyond_history_are_deleted(results):

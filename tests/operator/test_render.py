@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from modelops import render
+from modelops.core import render
 from modelops.settings import Settings
 from modelops.spec import ModelDeploymentSpec
 

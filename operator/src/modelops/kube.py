@@ -1,7 +1,8 @@
-"""The one module that talks to the Kubernetes API.
+"""The cluster driver: the one module that talks to the Kubernetes API.
 
-It observes a ModelDeployment's children, hands them to the pure planner
-(:func:`modelops.reconcile.plan`) and carries the plan out. Requests are raw JSON through the
+:class:`Kube` is the :class:`modelops.engine.Driver` of a cluster: it reads a ModelDeployment
+and its children, the pods and logs of finished trainer Jobs, and carries out what the one
+reconcile pass (:func:`modelops.engine.reconcile`) decides. Requests are raw JSON through the
 official client's ``ApiClient`` (no generated models: less memory, and manifests stay dicts).
 """
 
@@ -13,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -23,11 +24,21 @@ from kubernetes.client.exceptions import ApiException
 
 from modelops_contract.clock import now_rfc3339
 
-from . import metrics, render
-from .harvest import Failed, NeedsLog, Succeeded, read_outcome
-from .reconcile import Event, Observed, Plan, Ref, harvest_needed, plan
+from . import engine, metrics
+from .core import render
+from .core.state import Event, Observed, Plan, Ref
+from .names import (
+    API_VERSION,
+    COMPONENT_MODEL,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_VERSION,
+    MANAGED_BY,
+    PLURAL,
+)
 from .settings import Settings
-from .spec import GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger("modelops.kube")
 # Reconcile passes run in this many threads (operator.py); each fans its reads out to the
@@ -47,10 +58,12 @@ PLURALS = {
     ("batch/v1", "Job"): "jobs",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitors",
-    (f"{GROUP}/{VERSION}", KIND): PLURAL,
+    (API_VERSION, KIND): PLURAL,
 }
 MONITORING_CRD_TTL = 60.0
-MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+# Artifact ConfigMaps are listed as metadata only: the planner reads their annotations, and
+# the model bytes would otherwise cross the wire (and be parsed) on every pass.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class ApiError(Exception):
@@ -110,6 +123,7 @@ class Kube:
         query: Mapping[str, str] | None = None,
         content_type: str = "application/json",
         raw: bool = False,
+        accept: str = "application/json",
     ) -> Any:
         verb = method.upper()
         started = time.perf_counter()
@@ -118,7 +132,7 @@ class Kube:
                 verb,
                 path,
                 query_params=list((query or {}).items()),
-                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                header_params={"Content-Type": content_type, "Accept": accept},
                 body=body,
                 auth_settings=["BearerToken"],
             )
@@ -148,7 +162,9 @@ class Kube:
             raise
         return result
 
-    def list(self, path: str, selector: str, consistent: bool = False) -> list[dict[str, Any]]:
+    def list(
+        self, path: str, selector: str, consistent: bool = False, accept: str = "application/json"
+    ) -> list[dict[str, Any]]:
         # resourceVersion=0: served from the API server's watch cache instead of a quorum read
         # of etcd (several times faster). A slightly stale view is safe for what the next pass
         # corrects anyway: creates are idempotent (409 is fine) and the change that made it
@@ -157,10 +173,10 @@ class Kube:
         query = {"labelSelector": selector}
         if not consistent:
             query["resourceVersion"] = "0"
-        data = self.request("GET", path, query=query)
+        data = self.request("GET", path, query=query, accept=accept)
         return list(data.get("items") or [])
 
-    def create(self, manifest: Mapping[str, Any]) -> None:
+    def create(self, cr: Mapping[str, Any], manifest: Mapping[str, Any]) -> None:
         meta = manifest["metadata"]
         path = collection_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
         try:
@@ -169,7 +185,7 @@ class Kube:
             if exc.status != 409:  # created meanwhile (e.g. by the previous leader): fine
                 raise
 
-    def apply(self, manifest: Mapping[str, Any]) -> None:
+    def apply(self, cr: Mapping[str, Any], manifest: Mapping[str, Any]) -> None:
         """Server-side apply: creates, or puts back the fields the operator owns."""
         meta = manifest["metadata"]
         path = object_path(
@@ -198,8 +214,8 @@ class Kube:
                 content_type="application/merge-patch+json",
             )
 
-    def delete(self, namespace: str, ref: Ref) -> None:
-        path = object_path(ref.api_version, ref.kind, namespace, ref.name)
+    def delete(self, cr: Mapping[str, Any], ref: Ref) -> None:
+        path = object_path(ref.api_version, ref.kind, cr["metadata"]["namespace"], ref.name)
         try:
             # Background: a Job's pods (and a Deployment's ReplicaSets) go with it.
             self.request("DELETE", path, body={"propagationPolicy": "Background"})
@@ -207,7 +223,7 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    def patch_status(self, cr: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+    def save_status(self, cr: Mapping[str, Any], status: Mapping[str, Any]) -> None:
         meta = cr["metadata"]
         old = cr.get("status") or {}
         body = {k: None for k in old if k not in status}
@@ -219,7 +235,7 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def post_event(self, cr: Mapping[str, Any], event: Event) -> None:
+    def emit(self, cr: Mapping[str, Any], event: Event) -> None:
         meta = cr["metadata"]
         stamp = now_rfc3339()
         body = {
@@ -249,13 +265,29 @@ class Kube:
         except ApiError as exc:  # an Event is informative; never fail a reconcile for it
             log.warning("could not post event %s: %s", event.reason, exc)
 
-    def pod_log(self, namespace: str, pod: str) -> str:
-        text: str = self.request(
-            "GET",
-            f"/api/v1/namespaces/{namespace}/pods/{quote(pod)}/log",
-            query={"container": "trainer"},
-            raw=True,
+    def trainer_pods(
+        self, cr: Mapping[str, Any], version: str, job: Mapping[str, Any]
+    ) -> Sequence[Mapping[str, Any]]:
+        # Pods are not watched: a cached list could still show the trainer running after
+        # the Job completed, and "no result" would then be recorded for good.
+        return self.list(
+            collection_path("v1", "Pod", cr["metadata"]["namespace"]),
+            f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}",
+            consistent=True,
         )
+
+    def trainer_log(self, cr: Mapping[str, Any], version: str, pod: str) -> str:
+        namespace = cr["metadata"]["namespace"]
+        try:
+            text: str = self.request(
+                "GET",
+                f"/api/v1/namespaces/{namespace}/pods/{quote(pod)}/log",
+                query={"container": "trainer"},
+                raw=True,
+            )
+        except ApiError as exc:
+            log.warning("reading the trainer log of %s failed: %s", version, exc)
+            return ""
         return text
 
     def monitoring_crds(self) -> bool:
@@ -278,18 +310,20 @@ class Kube:
 
     def _child_lists(self, namespace: str, name: str) -> ChildLists:
         """Jobs, artifact ConfigMaps, Deployments and Services labelled for `name`."""
-        selector = f"{render.LABEL_NAME}={name},{render.LABEL_MANAGED_BY}={render.MANAGED_BY}"
+        selector = f"{LABEL_NAME}={name},{LABEL_MANAGED_BY}={MANAGED_BY}"
+        json_ = "application/json"
         # Independent lists, fetched at once: a pass waits for one round trip, not four.
         queries = [
-            (collection_path("batch/v1", "Job", namespace), selector),
+            (collection_path("batch/v1", "Job", namespace), selector, json_),
             (
                 collection_path("v1", "ConfigMap", namespace),
-                f"{selector},{render.LABEL_COMPONENT}={render.COMPONENT_MODEL}",
+                f"{selector},{LABEL_COMPONENT}={COMPONENT_MODEL}",
+                METADATA_ONLY,
             ),
-            (collection_path("apps/v1", "Deployment", namespace), selector),
-            (collection_path("v1", "Service", namespace), selector),
+            (collection_path("apps/v1", "Deployment", namespace), selector, json_),
+            (collection_path("v1", "Service", namespace), selector, json_),
         ]
-        return list(self._fanout.map(lambda query: self.list(*query), queries))
+        return list(self._fanout.map(lambda q: self.list(q[0], q[1], accept=q[2]), queries))
 
     def observe(self, cr: Mapping[str, Any], lists: ChildLists | None = None) -> Observed:
         meta = cr["metadata"]
@@ -304,9 +338,9 @@ class Kube:
 
         def by_version(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             return {
-                str(item["metadata"]["labels"][render.LABEL_VERSION]): item
+                str(item["metadata"]["labels"][LABEL_VERSION]): item
                 for item in items
-                if render.LABEL_VERSION in (item["metadata"].get("labels") or {})
+                if LABEL_VERSION in (item["metadata"].get("labels") or {})
             }
 
         if lists is None:
@@ -342,53 +376,21 @@ class Kube:
             monitoring_crds=monitoring,
         )
 
-    def harvest(self, cr: Mapping[str, Any], observed: Observed) -> dict[str, Succeeded | Failed]:
-        namespace = cr["metadata"]["namespace"]
-        outcomes: dict[str, Succeeded | Failed] = {}
-        for version in harvest_needed(cr, observed):
-            job = observed.jobs[version]
-            # Pods are not watched: a cached list could still show the trainer running after
-            # the Job completed, and "no result" would then be recorded for good.
-            pods = self.list(
-                collection_path("v1", "Pod", namespace),
-                f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}",
-                consistent=True,
-            )
-            outcome = read_outcome(version, job, pods)
-            if isinstance(outcome, NeedsLog):
-                try:
-                    text = self.pod_log(namespace, outcome.pod)
-                except ApiError as exc:
-                    log.warning("reading the trainer log of %s failed: %s", version, exc)
-                    text = ""
-                outcome = read_outcome(version, job, pods, log=text)
-            if isinstance(outcome, Succeeded | Failed):
-                outcomes[version] = outcome
-        return outcomes
-
-    def reconcile(self, namespace: str, name: str) -> Plan | None:
-        """One level-based pass for one ModelDeployment; returns what it did (None: gone)."""
+    def read(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
         # The resource and its children are read at once (children are filtered by the
         # resource's uid afterwards).
-        wanted = self._fanout.submit(
-            self.get, object_path(f"{GROUP}/{VERSION}", KIND, namespace, name)
-        )
+        wanted = self._fanout.submit(self.get, object_path(API_VERSION, KIND, namespace, name))
         lists = self._child_lists(namespace, name)
         cr = wanted.result()
         if cr is None or cr["metadata"].get("deletionTimestamp"):
             return None
-        observed = self.observe(cr, lists)
-        outcomes = self.harvest(cr, observed)
-        result = plan(cr, observed, outcomes, self.settings, now_rfc3339())
-        for manifest in result.create:
-            self.create(manifest)
-        for manifest in result.apply:
-            self.apply(manifest)
-        for ref in result.delete:
-            self.delete(namespace, ref)
-        if result.status_changed:
-            self.patch_status(cr, result.status)
-        for event in result.events:
-            self.post_event(cr, event)
+        return cr, self.observe(cr, lists)
+
+    def reconcile(self, namespace: str, name: str) -> Plan | None:
+        """One pass for one ModelDeployment; what it did (None: the resource is gone)."""
+        done = engine.reconcile(self, namespace, name)
+        if done is None:
+            return None
+        cr, result = done
         metrics.observe_status(namespace, name, cr["spec"], result.status)
         return result

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
-PHASES = ("Pending", "Training", "RollingOut", "Serving", "Degraded", "Failed")
+from .names import METRIC_LABEL, PHASES
 
 RECONCILES = Counter(
     "modelops_reconcile_total",
@@ -32,22 +32,22 @@ API_LATENCY = Histogram(
 PHASE = Gauge(
     "modelops_modeldeployment_phase",
     "1 for the current phase of each ModelDeployment, 0 for the others.",
-    ["namespace", "name", "phase"],
+    ["namespace", METRIC_LABEL, "phase"],
 )
 ACCURACY = Gauge(
     "modelops_modeldeployment_accuracy",
     "Held-out accuracy of the serving model version.",
-    ["namespace", "name", "version"],
+    ["namespace", METRIC_LABEL, "version"],
 )
 MIN_ACCURACY = Gauge(
     "modelops_modeldeployment_min_accuracy",
     "spec.minAccuracy of each ModelDeployment (alert when accuracy drops below it).",
-    ["namespace", "name"],
+    ["namespace", METRIC_LABEL],
 )
 READY_REPLICAS = Gauge(
     "modelops_modeldeployment_ready_replicas",
     "Ready model-server replicas of each ModelDeployment.",
-    ["namespace", "name"],
+    ["namespace", METRIC_LABEL],
 )
 _serving: dict[tuple[str, str], str] = {}
 

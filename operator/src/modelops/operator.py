@@ -1,4 +1,5 @@
-"""The operator process: thin kopf handlers → a coalescing work queue → :mod:`modelops.kube`.
+"""The operator process: thin kopf handlers → a coalescing work queue → one reconcile pass
+(:mod:`modelops.engine`) with the cluster driver (:mod:`modelops.kube`).
 
 Every watch event (of a ModelDeployment or of a child it owns) only *schedules* a reconcile of
 that ModelDeployment; at most one pass per resource runs at a time, and events arriving during
@@ -26,10 +27,10 @@ from prometheus_client import start_http_server
 
 from modelops_contract.logs import JsonFormatter
 
-from . import metrics, render
+from . import metrics
 from .kube import RECONCILE_THREADS, ApiError, Kube
+from .names import GROUP, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY, PLURAL, VERSION
 from .settings import Settings, SettingsError
-from .spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("modelops.operator")
 MAX_BACKOFF_SECONDS = 60.0
@@ -153,9 +154,9 @@ class Queue:
 
 def _owner(labels: Mapping[str, str] | None) -> str | None:
     labels = labels or {}
-    if labels.get(render.LABEL_MANAGED_BY) != render.MANAGED_BY:
+    if labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
         return None
-    return labels.get(render.LABEL_NAME)
+    return labels.get(LABEL_NAME)
 
 
 def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) -> None:
@@ -218,7 +219,7 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         if owner and namespace:
             queue.schedule(namespace, owner, delay=Queue.CHILD_DELAY)
 
-    selector = {render.LABEL_MANAGED_BY: render.MANAGED_BY}
+    selector = {LABEL_MANAGED_BY: MANAGED_BY}
     for group, version, plural in (
         ("batch", "v1", "jobs"),
         ("apps", "v1", "deployments"),

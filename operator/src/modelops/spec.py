@@ -16,11 +16,8 @@ from typing import Any
 
 import yaml
 
-GROUP = "modelops.dev"
-VERSION = "v1alpha1"
-PLURAL = "modeldeployments"
-KIND = "ModelDeployment"
-API_VERSION = f"{GROUP}/{VERSION}"
+from .names import VERSION
+
 CRD_RESOURCE = "modelops.dev_modeldeployments.yaml"
 
 

@@ -17,7 +17,8 @@ import math
 import re
 from typing import Any
 
-from .spec import API_VERSION, KIND, default, openapi_schema
+from .names import API_VERSION, KIND
+from .spec import default, openapi_schema
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
@@ -80,6 +81,32 @@ def _cel(rule: str, value: Any) -> bool:
     return bool(result)
 
 
+def _walk_object(
+    value: dict[str, Any], schema: dict[str, Any], path: str, errors: list[str]
+) -> None:
+    if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+        errors.append(
+            f"{path}: Too many: {len(value)}: must have at most {schema['maxProperties']} items"
+        )
+    if "minProperties" in schema and len(value) < schema["minProperties"]:
+        errors.append(
+            f"{path}: Invalid value: should have at least {schema['minProperties']} properties"
+        )
+    properties: dict[str, Any] = schema.get("properties", {})
+    for name in schema.get("required", []):
+        if name not in value:
+            errors.append(f"{path + '.' if path else ''}{name}: Required value")
+    additional = schema.get("additionalProperties")
+    for name, item in value.items():
+        child = f"{path}.{name}" if path else name
+        if name in properties:
+            _walk(item, properties[name], child, errors)
+        elif isinstance(additional, dict):
+            _walk(item, additional, child, errors)
+        elif not schema.get("x-kubernetes-preserve-unknown-fields") and properties:
+            errors.append(f'unknown field "{child}"')
+
+
 def _walk(value: Any, schema: dict[str, Any], path: str, errors: list[str]) -> None:
     before = len(errors)
     if value is None:
@@ -133,27 +160,7 @@ def _walk(value: Any, schema: dict[str, Any], path: str, errors: list[str]) -> N
             for i, item in enumerate(value):
                 _walk(item, schema["items"], f"{path}[{i}]", errors)
     if isinstance(value, dict):
-        if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-            errors.append(
-                f"{path}: Too many: {len(value)}: must have at most {schema['maxProperties']} items"
-            )
-        if "minProperties" in schema and len(value) < schema["minProperties"]:
-            errors.append(
-                f"{path}: Invalid value: should have at least {schema['minProperties']} properties"
-            )
-        properties: dict[str, Any] = schema.get("properties", {})
-        for name in schema.get("required", []):
-            if name not in value:
-                errors.append(f"{path + '.' if path else ''}{name}: Required value")
-        additional = schema.get("additionalProperties")
-        for name, item in value.items():
-            child = f"{path}.{name}" if path else name
-            if name in properties:
-                _walk(item, properties[name], child, errors)
-            elif isinstance(additional, dict):
-                _walk(item, additional, child, errors)
-            elif not schema.get("x-kubernetes-preserve-unknown-fields") and properties:
-                errors.append(f'unknown field "{child}"')
+        _walk_object(value, schema, path, errors)
     if before == len(errors):  # CEL rules run only on values that passed the schema
         for rule in schema.get("x-kubernetes-validations", []):
             if not _cel(rule["rule"], value):

@@ -17,12 +17,14 @@ from typing import Any, TextIO
 
 import yaml
 
-from ..reconcile import Event
+from .. import names
+from ..core.state import Event
+from ..names import KIND
 from ..settings import Settings
-from ..spec import KIND
 from ..validation import ValidationError, validate
+from .driver import LocalDriver
 from .processes import ManagedProcess, PortBusyError, check_port_free
-from .supervisor import LocalModelDeployment, LocalPaths
+from .state import LocalPaths
 
 log = logging.getLogger("modelops.local")
 
@@ -108,7 +110,7 @@ class StatusView:
             f"{accuracy:.4f}" if isinstance(accuracy, int | float) else "<none>",
             str((status.get("gate") or {}).get("result") or "<none>"),
             str(status.get("ready") or "0/0"),
-            str(status.get("phase") or "Pending"),
+            str(status.get("phase") or names.PENDING),
             age,
         )
 
@@ -183,6 +185,51 @@ def preflight(options: Options) -> None:
         check_port_free(options.prometheus_port, "Prometheus", "--prometheus-port")
 
 
+class SpecFile:
+    """The YAML being run: a change of its spec is applied, an invalid one reported."""
+
+    def __init__(self, path: Path, view: StatusView, md: LocalDriver) -> None:
+        self.path, self.view, self.md = path, view, md
+        self.mtime = path.stat().st_mtime_ns
+
+    def check(self) -> None:
+        with contextlib.suppress(OSError):
+            current = self.path.stat().st_mtime_ns
+            if current == self.mtime:
+                return
+            self.mtime = current
+            try:
+                changed = load_manifest(self.path)
+            except LocalError as exc:
+                self.view.event(
+                    Event(
+                        names.WARNING,
+                        names.EVENT_INVALID_SPEC,
+                        f"{exc} (keeping the last good spec)",
+                    )
+                )
+                return
+            if self.md.update_spec(changed["spec"]):
+                self.view.event(
+                    Event(names.NORMAL, names.EVENT_SPEC_CHANGED, f"{self.path} changed")
+                )
+
+
+def _show_serving(view: StatusView, md: LocalDriver, shown: str | None) -> str | None:
+    """Print where a newly serving version answers (once per version)."""
+    serving = (md.status or {}).get("servingVersion")
+    urls = md.serving_urls()
+    if not (serving and urls and serving != shown):
+        return shown
+    view.line(
+        f"  {serving} serving at {', '.join(urls)}; try:\n    curl -s -X POST "
+        f"{urls[0]}/predict -H 'Content-Type: application/json' -d "
+        '\'{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, '
+        '"petal_width": 0.2}\''
+    )
+    return str(serving)
+
+
 async def run(options: Options, out: TextIO = sys.stdout) -> int:
     manifest = load_manifest(options.file)
     preflight(options)
@@ -192,7 +239,7 @@ async def run(options: Options, out: TextIO = sys.stdout) -> int:
         directory.mkdir(parents=True, exist_ok=True)
     view = StatusView(out, time.monotonic())
     settings = Settings(log_format="text")
-    md = LocalModelDeployment(
+    md = LocalDriver(
         name=name,
         spec=manifest["spec"],
         paths=paths,
@@ -214,38 +261,17 @@ async def run(options: Options, out: TextIO = sys.stdout) -> int:
         if prometheus is not None:
             view.line(f"prometheus: http://127.0.0.1:{options.prometheus_port}")
         deadline = None if options.duration is None else time.monotonic() + options.duration
-        mtime = options.file.stat().st_mtime_ns
+        watch = SpecFile(options.file, view, md)
         shown_version: str | None = None
         while not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            with contextlib.suppress(OSError):
-                current = options.file.stat().st_mtime_ns
-                if current != mtime:
-                    mtime = current
-                    try:
-                        changed = load_manifest(options.file)
-                    except LocalError as exc:
-                        view.event(
-                            Event("Warning", "InvalidSpec", f"{exc} (keeping the last good spec)")
-                        )
-                    else:
-                        if md.update_spec(changed["spec"]):
-                            view.event(Event("Normal", "SpecChanged", f"{options.file} changed"))
+            watch.check()
             try:
                 await md.reconcile()
             except ValueError as exc:
-                view.event(Event("Warning", "ReconcileError", str(exc)))
-            serving = (md.status or {}).get("servingVersion")
-            urls = md.serving_urls()
-            if serving and urls and serving != shown_version:
-                shown_version = serving
-                view.line(
-                    f"  {serving} serving at {', '.join(urls)}; try:\n    curl -s -X POST "
-                    f"{urls[0]}/predict -H 'Content-Type: application/json' -d "
-                    '\'{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, '
-                    '"petal_width": 0.2}\''
-                )
+                view.event(Event(names.WARNING, names.EVENT_RECONCILE_ERROR, str(exc)))
+            shown_version = _show_serving(view, md, shown_version)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), PASS_SECONDS)
     finally:

@@ -13,26 +13,27 @@ from typing import Any
 
 from modelops_contract.artifact import METADATA_FILE, accuracy_of, metadata_text, model_file
 
-from .settings import Settings
-from .spec import API_VERSION, KIND, ModelDeploymentSpec
+from ..names import (
+    ANNOTATION_ACCURACY,
+    ANNOTATION_SHA256,
+    ANNOTATION_TRAINED_AT,
+    API_VERSION,
+    COMPONENT_LOADGEN,
+    COMPONENT_MODEL,
+    COMPONENT_SERVER,
+    COMPONENT_TRAINER,
+    KIND,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_SCRAPE,
+    LABEL_VERSION,
+    MANAGED_BY,
+)
+from ..settings import Settings
+from ..spec import ModelDeploymentSpec
 
 Manifest = dict[str, Any]
-
-MANAGED_BY = "modelops"
-LABEL_NAME = "modelops.dev/name"
-LABEL_VERSION = "modelops.dev/version"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-# The bundled Prometheus keeps targets with this pod label (docs/scrape-contract.md).
-LABEL_SCRAPE = "modelops.dev/scrape"
-ANNOTATION_ACCURACY = "modelops.dev/accuracy"
-ANNOTATION_SHA256 = "modelops.dev/model-sha256"
-ANNOTATION_TRAINED_AT = "modelops.dev/trained-at"
-
-COMPONENT_TRAINER = "trainer"
-COMPONENT_MODEL = "model"
-COMPONENT_SERVER = "server"
-COMPONENT_LOADGEN = "loadgen"
 
 MODELS_MOUNT = "/models"
 WORK_MOUNT = "/work"
@@ -306,6 +307,27 @@ def _scrape_annotations(port: int) -> dict[str, str]:
     }
 
 
+def server_env(
+    name: str,
+    spec: ModelDeploymentSpec,
+    artifact_dir: str,
+    port: int,
+    host: str | None = None,
+    home: str = "/tmp",
+) -> dict[str, str]:
+    """The model server's environment (its settings contract); local mode starts its
+    processes with the same, pointed at loopback and the state directory."""
+    env = {
+        "MODELOPS_SERVER_ARTIFACT_DIR": artifact_dir,
+        "MODELOPS_SERVER_MODEL_NAME": name,
+        "MODELOPS_SERVER_PORT": str(port),
+        "MODELOPS_SERVER_MAX_BATCH_SIZE": str(spec.serving.max_batch_size),
+    }
+    if host is not None:
+        env["MODELOPS_SERVER_HOST"] = host
+    return {**env, "HOME": home, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def server_deployment(
     cr: Mapping[str, Any],
     spec: ModelDeploymentSpec,
@@ -324,16 +346,7 @@ def server_deployment(
         "image": spec.serving.image or settings.server_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["modelops-server"],
-        "env": _env(
-            {
-                "MODELOPS_SERVER_ARTIFACT_DIR": artifact_dir,
-                "MODELOPS_SERVER_MODEL_NAME": name,
-                "MODELOPS_SERVER_PORT": str(port),
-                "MODELOPS_SERVER_MAX_BATCH_SIZE": str(spec.serving.max_batch_size),
-                "HOME": "/tmp",
-                "PYTHONDONTWRITEBYTECODE": "1",
-            }
-        ),
+        "env": _env(server_env(name, spec, artifact_dir, port)),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "startupProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
@@ -407,6 +420,32 @@ def service(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> Manifest:
 # Load generator -----------------------------------------------------------------------------
 
 
+def loadgen_env(
+    spec: ModelDeploymentSpec,
+    metrics_port: int,
+    service: tuple[str, int] | None = None,
+    targets_file: str | None = None,
+    metrics_host: str | None = None,
+    home: str = "/tmp",
+) -> dict[str, str]:
+    """The load generator's environment (its settings contract): it sends to the Service
+    (in a cluster) or to the replicas listed in ``targets_file`` (local mode)."""
+    env: dict[str, str] = {}
+    if service is not None:
+        env |= {"API_HOST": service[0], "API_PORT": str(service[1])}
+    if targets_file is not None:
+        env["MODELOPS_LOADGEN_TARGETS_FILE"] = targets_file
+    env |= {
+        "MODELOPS_LOADGEN_RATE": f"{spec.load_rate:g}",
+        "MODELOPS_LOADGEN_METRICS_PORT": str(metrics_port),
+        "MODELOPS_LOADGEN_PAYLOAD": spec.load_generator.payload,
+        "MODELOPS_LOADGEN_ENDPOINT": spec.load_generator.endpoint,
+    }
+    if metrics_host is not None:
+        env["MODELOPS_LOADGEN_METRICS_HOST"] = metrics_host
+    return {**env, "HOME": home, "PYTHONDONTWRITEBYTECODE": "1"}
+
+
 def loadgen_deployment(
     cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Settings
 ) -> Manifest | None:
@@ -422,16 +461,7 @@ def loadgen_deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["modelops-loadgen"],
         "env": _env(
-            {
-                "API_HOST": service_name(name),
-                "API_PORT": str(spec.serving.port),
-                "MODELOPS_LOADGEN_RATE": f"{spec.load_rate:g}",
-                "MODELOPS_LOADGEN_METRICS_PORT": str(metrics_port),
-                "MODELOPS_LOADGEN_PAYLOAD": spec.load_generator.payload,
-                "MODELOPS_LOADGEN_ENDPOINT": spec.load_generator.endpoint,
-                "HOME": "/tmp",
-                "PYTHONDONTWRITEBYTECODE": "1",
-            }
+            loadgen_env(spec, metrics_port, service=(service_name(name), spec.serving.port))
         ),
         "ports": [{"name": "metrics", "containerPort": metrics_port, "protocol": "TCP"}],
         "livenessProbe": {"tcpSocket": {"port": "metrics"}, "periodSeconds": 10},

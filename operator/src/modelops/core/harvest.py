@@ -71,6 +71,70 @@ def _latest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max(ended, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
 
 
+def _no_summary(
+    version: str, job: Mapping[str, Any], finished: str, terminated: Mapping[str, Any] | None
+) -> Failed:
+    """Why a finished Job left no result summary (crash, OOM, deadline, old trainer image)."""
+    if finished != "Failed":
+        return Failed(
+            version,
+            "NoResult",
+            f"the trainer Job of {version} completed without a result summary in its "
+            "termination message; check the trainer image version",
+        )
+    condition = _job_condition(job, "Failed")
+    reason = str(condition.get("reason") or "TrainingFailed")
+    if reason == "DeadlineExceeded":
+        return Failed(
+            version,
+            reason,
+            f"training of {version} ran longer than spec.training.timeoutSeconds; "
+            "raise it or choose a cheaper algorithm, then set a new modelVersion",
+        )
+    if not terminated:
+        return Failed(version, reason, str(condition.get("message") or "the trainer Job failed"))
+    message = str(terminated.get("message") or "")
+    detail = (
+        f"trainer container ended with {terminated.get('reason', 'an error')} "
+        f"(exit code {terminated.get('exitCode')})"
+    )
+    tail = message.strip().splitlines()[-1:] if message.strip() else []
+    if tail:
+        detail += f": {tail[0][:300]}"
+    return Failed(version, "TrainerCrashed", detail)
+
+
+def _summary(message: str) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(message) if message.strip().startswith("{") else None
+    except json.JSONDecodeError:
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def _artifact(version: str, summary: Mapping[str, Any], packed: str) -> Succeeded | Failed:
+    """The artifact a successful trainer handed over, checked against its summary."""
+    try:
+        metadata, model = bundle.unpack(packed)
+    except ArtifactError as exc:
+        return Failed(version, "ArtifactCorrupt", str(exc))
+    if metadata.get("model_sha256") != summary.get("modelSha256"):
+        return Failed(
+            version,
+            "ArtifactCorrupt",
+            "the artifact does not match the modelSha256 the trainer reported",
+        )
+    if metadata.get("version") != version:
+        return Failed(
+            version,
+            "ArtifactCorrupt",
+            f"the artifact is of version {metadata.get('version')!r}, expected {version!r}",
+        )
+    return Succeeded(
+        version=version, accuracy=accuracy_of(metadata), metadata=metadata, model=model
+    )
+
+
 def read_outcome(
     version: str,
     job: Mapping[str, Any],
@@ -83,42 +147,9 @@ def read_outcome(
         return None
     pod = _latest(pods)
     terminated = _terminated(pod) if pod is not None else None
-    message = (terminated or {}).get("message") or ""
-    summary: dict[str, Any] | None
-    try:
-        loaded = json.loads(message) if message.strip().startswith("{") else None
-        summary = loaded if isinstance(loaded, dict) else None
-    except json.JSONDecodeError:
-        summary = None
+    summary = _summary((terminated or {}).get("message") or "")
     if summary is None:
-        if finished == "Failed":
-            condition = _job_condition(job, "Failed")
-            reason = str(condition.get("reason") or "TrainingFailed")
-            if reason == "DeadlineExceeded":
-                return Failed(
-                    version,
-                    reason,
-                    f"training of {version} ran longer than spec.training.timeoutSeconds; "
-                    "raise it or choose a cheaper algorithm, then set a new modelVersion",
-                )
-            detail = ""
-            if terminated:
-                detail = (
-                    f"trainer container ended with {terminated.get('reason', 'an error')} "
-                    f"(exit code {terminated.get('exitCode')})"
-                )
-                tail = message.strip().splitlines()[-1:] if message.strip() else []
-                if tail:
-                    detail += f": {tail[0][:300]}"
-            else:
-                detail = str(condition.get("message") or "the trainer Job failed")
-            return Failed(version, "TrainerCrashed" if terminated else reason, detail)
-        return Failed(
-            version,
-            "NoResult",
-            f"the trainer Job of {version} completed without a result summary in its "
-            "termination message; check the trainer image version",
-        )
+        return _no_summary(version, job, finished, terminated)
     if summary.get("status") != "Succeeded":
         return Failed(
             version,
@@ -138,25 +169,4 @@ def read_outcome(
                 f"the trainer log of {version} has no artifact line (log rotated or pod "
                 "gone); set a new modelVersion to train again",
             )
-    try:
-        metadata, model = bundle.unpack(str(packed))
-    except ArtifactError as exc:
-        return Failed(version, "ArtifactCorrupt", str(exc))
-    if metadata.get("model_sha256") != summary.get("modelSha256"):
-        return Failed(
-            version,
-            "ArtifactCorrupt",
-            "the artifact does not match the modelSha256 the trainer reported",
-        )
-    if metadata.get("version") != version:
-        return Failed(
-            version,
-            "ArtifactCorrupt",
-            f"the artifact is of version {metadata.get('version')!r}, expected {version!r}",
-        )
-    return Succeeded(
-        version=version,
-        accuracy=accuracy_of(metadata),
-        metadata=metadata,
-        model=model,
-    )
+    return _artifact(version, summary, str(packed))

@@ -1,0 +1,68 @@
+"""The reconcile plan: observed children + the custom resource → what to write (pure).
+
+Level-based: everything is derived from what exists now plus the decisions recorded in the
+status (the gate decides once per version; its verdict lives in ``status.history``). Nothing
+here performs I/O; :mod:`modelops.engine` observes through a driver, calls :func:`plan` and has
+the driver carry it out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .. import names
+from ..settings import Settings
+from ..spec import ModelDeploymentSpec
+from . import phases, status
+from .harvest import Failed, Succeeded, job_finished
+from .state import Observed, Plan, PlanState
+
+Phase = Callable[[PlanState], None]
+
+# In order: each phase reads what the ones before it decided.
+PHASES: tuple[Phase, ...] = (
+    phases.recover_serving,
+    phases.store_results,
+    phases.run_gate,
+    phases.start_training,
+    phases.choose_target,
+    phases.converge_children,
+    phases.advance_serving,
+    phases.prune,
+    status.write_status,
+)
+
+
+def plan(
+    cr: Mapping[str, Any],
+    observed: Observed,
+    outcomes: Mapping[str, Succeeded | Failed],
+    settings: Settings,
+    now: str,
+) -> Plan:
+    """Everything one reconcile pass should write. ``now`` is an RFC 3339 timestamp."""
+    state = PlanState.start(cr, observed, outcomes, settings, now)
+    for phase in PHASES:
+        phase(state)
+    return state.result
+
+
+def harvest_needed(cr: Mapping[str, Any], observed: Observed) -> list[str]:
+    """Versions whose finished trainer Job must be read: results not yet recorded, or an
+    accepted version whose artifact ConfigMap is gone (it is rebuilt from the Job)."""
+    spec = ModelDeploymentSpec.from_dict(cr["spec"])
+    status_ = cr.get("status") or {}
+    recorded = {h["version"]: h for h in status_.get("history") or []}
+    wanted = {spec.model_version}
+    if status_.get("servingVersion"):
+        wanted.add(status_["servingVersion"])
+    out = []
+    for version in sorted(wanted):
+        job = observed.jobs.get(version)
+        if job is None or version in observed.artifacts or job_finished(job) is None:
+            continue
+        entry = recorded.get(version)
+        if entry is None or entry.get("outcome") == names.ACCEPTED:
+            out.append(version)
+    return out

@@ -1,0 +1,206 @@
+"""The last phase of a plan: the status that describes it (phase, gate, conditions)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .. import names
+from . import render
+from .state import PlanState
+
+
+def condition(kind: str, status: str, reason: str, message: str, generation: int) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "observedGeneration": generation,
+    }
+
+
+def phase_of(state: PlanState) -> str:
+    version, verdict = state.version, state.verdict
+    if state.entry is None:
+        # Training from the pass that creates the Job (no extra status write a pass later).
+        started = version in state.observed.jobs or state.job_created or version in state.outcomes
+        return names.TRAINING if started else names.PENDING
+    if verdict in (names.OUTCOME_FAILED, names.REJECTED) or state.artifact_missing:
+        return names.DEGRADED if state.serving else names.FAILED
+    if state.serving == version:
+        return names.SERVING
+    return names.ROLLING_OUT
+
+
+def gate_of(state: PlanState) -> dict[str, Any]:
+    entry = state.entry
+    if entry is None:
+        gate = {
+            "result": names.GATE_PENDING,
+            "reason": names.REASON_TRAINING,
+            "message": f"{state.version} is training",
+        }
+    else:
+        result = names.ACCEPTED if state.verdict == names.ACCEPTED else names.REJECTED
+        gate = {"result": result, "reason": entry["reason"], "message": entry["message"]}
+    gate["version"] = state.version
+    return gate
+
+
+def trained_condition(state: PlanState) -> dict[str, Any]:
+    entry, version, generation = state.entry, state.version, state.generation
+    if entry is None:
+        started = version in state.observed.jobs or state.job_created
+        reason = names.REASON_TRAINING if started else names.REASON_PENDING
+        return condition(
+            names.CONDITION_TRAINED, "False", reason, f"training {version}", generation
+        )
+    if state.verdict == names.OUTCOME_FAILED:
+        return condition(
+            names.CONDITION_TRAINED, "False", entry["reason"], entry["message"], generation
+        )
+    return condition(
+        names.CONDITION_TRAINED,
+        "True",
+        names.REASON_SUCCEEDED,
+        f"{version} trained: accuracy {float(entry['accuracy']):.4f}",
+        generation,
+    )
+
+
+def accepted_condition(state: PlanState) -> dict[str, Any]:
+    entry = state.entry
+    if entry is None or state.verdict == names.OUTCOME_FAILED:
+        return condition(
+            names.CONDITION_ACCEPTED,
+            "Unknown",
+            names.REASON_TRAINING if entry is None else names.REASON_TRAINING_FAILED,
+            "the gate runs once training has succeeded",
+            state.generation,
+        )
+    return condition(
+        names.CONDITION_ACCEPTED,
+        "True" if state.verdict == names.ACCEPTED else "False",
+        entry["reason"],
+        entry["message"],
+        state.generation,
+    )
+
+
+def _deployment_available(deployment: Mapping[str, Any] | None) -> tuple[bool, str, str]:
+    if deployment is None:
+        return False, names.REASON_NO_MODEL, "no model version has been accepted yet"
+    for cond in (deployment.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Available":
+            ok = cond.get("status") == "True"
+            return ok, str(cond.get("reason") or ""), str(cond.get("message") or "")
+    return False, names.REASON_PENDING, "the server Deployment reports no availability yet"
+
+
+def server_replicas(state: PlanState) -> tuple[int, int]:
+    """(replicas, readyReplicas) of the server Deployment, when one should run."""
+    server = state.observed.server if state.target is not None else None
+    status = (server or {}).get("status") or {}
+    return int(status.get("replicas", 0)), int(status.get("readyReplicas", 0))
+
+
+def available_condition(state: PlanState) -> dict[str, Any]:
+    server = state.observed.server if state.target is not None else None
+    available, reason, message = _deployment_available(server)
+    if server is not None:
+        _, ready = server_replicas(state)
+        message = f"{ready}/{state.spec.replicas} server replicas ready" + (
+            f" ({message})" if message and not available else ""
+        )
+    return condition(
+        names.CONDITION_AVAILABLE,
+        "True" if available else "False",
+        reason or names.REASON_UNKNOWN,
+        message,
+        state.generation,
+    )
+
+
+def progressing_condition(state: PlanState, phase: str) -> dict[str, Any]:
+    version = state.version
+    progressing = phase in names.PROGRESSING_PHASES
+    message = {
+        names.PENDING: f"creating the trainer Job for {version}",
+        names.TRAINING: f"training {version}",
+        names.ROLLING_OUT: f"rolling the servers out to {version}",
+    }.get(phase, f"{state.serving or 'nothing'} is serving; nothing in progress")
+    return condition(
+        names.CONDITION_PROGRESSING,
+        "True" if progressing else "False",
+        phase if progressing else names.REASON_SETTLED,
+        message,
+        state.generation,
+    )
+
+
+def degraded_condition(state: PlanState, phase: str) -> dict[str, Any]:
+    if phase not in (names.DEGRADED, names.FAILED):
+        return condition(
+            names.CONDITION_DEGRADED, "False", names.REASON_AS_EXPECTED, "", state.generation
+        )
+    if state.artifact_missing:
+        why = names.REASON_ARTIFACT_MISSING
+        text = (
+            f"the stored model of {state.version} and its trainer Job are gone; set a new "
+            "modelVersion to train again"
+        )
+    else:
+        assert state.entry is not None
+        why, text = state.entry["reason"], state.entry["message"]
+    if state.serving:
+        text += f" (still serving {state.serving})"
+    return condition(names.CONDITION_DEGRADED, "True", why, text, state.generation)
+
+
+def stamp_transitions(
+    conditions: list[dict[str, Any]], old: Mapping[str, Any], now: str
+) -> list[dict[str, Any]]:
+    """lastTransitionTime: kept while a condition's status stays, ``now`` when it changes."""
+    previous = {c.get("type"): c for c in old.get("conditions") or []}
+    for cond in conditions:
+        before = previous.get(cond["type"])
+        if before is not None and before.get("status") == cond["status"]:
+            cond["lastTransitionTime"] = before.get("lastTransitionTime", now)
+        else:
+            cond["lastTransitionTime"] = now
+    return conditions
+
+
+def write_status(state: PlanState) -> None:
+    """The next status, and whether it differs from the one found."""
+    phase = phase_of(state)
+    conditions = [
+        trained_condition(state),
+        accepted_condition(state),
+        available_condition(state),
+        progressing_condition(state, phase),
+        degraded_condition(state, phase),
+    ]
+    replicas, ready = server_replicas(state)
+    status: dict[str, Any] = {
+        "observedGeneration": state.generation,
+        "phase": phase,
+        "candidateVersion": state.version,
+        "gate": gate_of(state),
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "ready": f"{ready}/{state.spec.replicas}",
+        "selector": render.selector_string(render.server_selector(state.name)),
+        "endpoint": render.endpoint(state.name, state.namespace, state.spec.serving.port),
+        "history": state.history,
+        "conditions": stamp_transitions(conditions, state.old, state.now),
+    }
+    if state.candidate_accuracy is not None:
+        status["candidateAccuracy"] = state.candidate_accuracy
+    if state.serving:
+        status["servingVersion"] = state.serving
+    if state.serving_accuracy is not None and state.serving:
+        status["accuracy"] = state.serving_accuracy
+    state.result.status = status
+    state.result.status_changed = status != state.old

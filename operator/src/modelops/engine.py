@@ -1,0 +1,90 @@
+"""One reconcile pass, written once: observe → harvest → plan → write → status → events.
+
+A :class:`Driver` is where the pass reads and writes: the cluster (:class:`modelops.kube.Kube`:
+API reads and writes, Events) or local mode (:class:`modelops.local.driver.LocalDriver`:
+processes and files). The pass itself, and the order in which a plan is carried out, live only
+here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from modelops_contract.clock import now_rfc3339
+
+from .core.harvest import Failed, NeedsLog, Succeeded, read_outcome
+from .core.plan import harvest_needed, plan
+from .core.state import Event, Observed, Plan, Ref
+from .settings import Settings
+
+
+class Driver(Protocol):
+    """What one reconcile pass needs from where the ModelDeployment lives."""
+
+    settings: Settings
+
+    def read(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
+        """The resource and its children; None when it is gone (or being deleted)."""
+
+    def trainer_pods(
+        self, cr: Mapping[str, Any], version: str, job: Mapping[str, Any]
+    ) -> Sequence[Mapping[str, Any]]:
+        """The pods of a finished trainer Job (read consistently: a result is kept for good)."""
+
+    def trainer_log(self, cr: Mapping[str, Any], version: str, pod: str) -> str:
+        """The trainer's log ("" when it cannot be read)."""
+
+    def create(self, cr: Mapping[str, Any], manifest: Mapping[str, Any]) -> None: ...
+
+    def apply(self, cr: Mapping[str, Any], manifest: Mapping[str, Any]) -> None: ...
+
+    def delete(self, cr: Mapping[str, Any], ref: Ref) -> None: ...
+
+    def save_status(self, cr: Mapping[str, Any], status: Mapping[str, Any]) -> None: ...
+
+    def emit(self, cr: Mapping[str, Any], event: Event) -> None: ...
+
+
+def harvest(
+    driver: Driver, cr: Mapping[str, Any], observed: Observed
+) -> dict[str, Succeeded | Failed]:
+    """The results of finished trainer Jobs the plan has not recorded yet."""
+    outcomes: dict[str, Succeeded | Failed] = {}
+    for version in harvest_needed(cr, observed):
+        job = observed.jobs[version]
+        pods = driver.trainer_pods(cr, version, job)
+        outcome = read_outcome(version, job, pods)
+        if isinstance(outcome, NeedsLog):
+            text = driver.trainer_log(cr, version, outcome.pod)
+            outcome = read_outcome(version, job, pods, log=text)
+        if isinstance(outcome, Succeeded | Failed):
+            outcomes[version] = outcome
+    return outcomes
+
+
+def carry_out(driver: Driver, cr: Mapping[str, Any], result: Plan) -> None:
+    """Writes first, then the status that describes them, then the events that tell of it:
+    whoever sees an event finds the children and the status already saying so."""
+    for manifest in result.create:
+        driver.create(cr, manifest)
+    for manifest in result.apply:
+        driver.apply(cr, manifest)
+    for ref in result.delete:
+        driver.delete(cr, ref)
+    if result.status_changed:
+        driver.save_status(cr, result.status)
+    for event in result.events:
+        driver.emit(cr, event)
+
+
+def reconcile(driver: Driver, namespace: str, name: str) -> tuple[Mapping[str, Any], Plan] | None:
+    """One level-based pass; the resource and what the pass did (None: the resource is gone)."""
+    found = driver.read(namespace, name)
+    if found is None:
+        return None
+    cr, observed = found
+    outcomes = harvest(driver, cr, observed)
+    result = plan(cr, observed, outcomes, driver.settings, now_rfc3339())
+    carry_out(driver, cr, result)
+    return cr, result

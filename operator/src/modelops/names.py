@@ -1,0 +1,99 @@
+"""The operator's vocabulary, in one place: the API names, labels and annotations it writes,
+phases, condition types, reasons and event reasons.
+
+Everything else (the pure core, the engine, both drivers, metrics) imports these names; the
+CRD's printer columns, the Argo CD health check, dashboards, alerts and docs spell the same
+values (tests/operator/test_names.py checks the CRD and the health check against this file).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# The custom resource ------------------------------------------------------------------------
+GROUP: Final = "modelops.dev"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "modeldeployments"
+KIND: Final = "ModelDeployment"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+# Labels and annotations on every child ------------------------------------------------------
+MANAGED_BY: Final = "modelops"
+LABEL_NAME: Final = "modelops.dev/name"
+LABEL_VERSION: Final = "modelops.dev/version"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+# The bundled Prometheus keeps targets with this pod label (docs/scrape-contract.md).
+LABEL_SCRAPE: Final = "modelops.dev/scrape"
+ANNOTATION_ACCURACY: Final = "modelops.dev/accuracy"
+ANNOTATION_SHA256: Final = "modelops.dev/model-sha256"
+ANNOTATION_TRAINED_AT: Final = "modelops.dev/trained-at"
+
+COMPONENT_TRAINER: Final = "trainer"
+COMPONENT_MODEL: Final = "model"
+COMPONENT_SERVER: Final = "server"
+COMPONENT_LOADGEN: Final = "loadgen"
+
+# The label every scrape target carries for the ModelDeployment it belongs to (and the
+# operator's own per-resource metrics use the same name).
+METRIC_LABEL: Final = "modeldeployment"
+
+# status.phase -------------------------------------------------------------------------------
+PENDING: Final = "Pending"
+TRAINING: Final = "Training"
+ROLLING_OUT: Final = "RollingOut"
+SERVING: Final = "Serving"
+DEGRADED: Final = "Degraded"
+FAILED: Final = "Failed"
+PHASES: Final = (PENDING, TRAINING, ROLLING_OUT, SERVING, DEGRADED, FAILED)
+PROGRESSING_PHASES: Final = (PENDING, TRAINING, ROLLING_OUT)
+
+# Verdicts: status.history[].outcome and status.gate.result ----------------------------------
+ACCEPTED: Final = "Accepted"
+REJECTED: Final = "Rejected"
+# history[].outcome only (training failed, no gate ran) / gate.result only (not decided yet)
+OUTCOME_FAILED: Final = "Failed"
+GATE_PENDING: Final = "Pending"
+
+# status.conditions[].type -------------------------------------------------------------------
+CONDITION_TRAINED: Final = "Trained"
+CONDITION_ACCEPTED: Final = "Accepted"
+CONDITION_AVAILABLE: Final = "Available"
+CONDITION_PROGRESSING: Final = "Progressing"
+CONDITION_DEGRADED: Final = "Degraded"
+CONDITION_TYPES: Final = (
+    CONDITION_TRAINED,
+    CONDITION_ACCEPTED,
+    CONDITION_AVAILABLE,
+    CONDITION_PROGRESSING,
+    CONDITION_DEGRADED,
+)
+
+# Condition reasons the operator sets itself (the gate's own are modelops_contract.gate.Reason;
+# a failed training's come from the trainer) --------------------------------------------------
+REASON_TRAINING: Final = "Training"
+REASON_PENDING: Final = "Pending"
+REASON_SUCCEEDED: Final = "Succeeded"
+REASON_TRAINING_FAILED: Final = "TrainingFailed"
+REASON_SETTLED: Final = "Settled"
+REASON_AS_EXPECTED: Final = "AsExpected"
+REASON_ARTIFACT_MISSING: Final = "ArtifactMissing"
+REASON_NO_MODEL: Final = "NoModel"
+REASON_UNKNOWN: Final = "Unknown"
+
+# Event reasons ------------------------------------------------------------------------------
+EVENT_TRAINING_STARTED: Final = "TrainingStarted"
+EVENT_TRAINING_FAILED: Final = "TrainingFailed"
+EVENT_ARTIFACT_STORED: Final = "ArtifactStored"
+EVENT_GATE_ACCEPTED: Final = "GateAccepted"
+EVENT_GATE_REJECTED: Final = "GateRejected"
+EVENT_ROLLED_OUT: Final = "RolledOut"
+# Local mode only: what a kubelet or controller would report in a cluster.
+EVENT_SERVER_EXITED: Final = "ServerExited"
+EVENT_SERVER_NOT_READY: Final = "ServerNotReady"
+EVENT_LOADGEN_EXITED: Final = "LoadgenExited"
+EVENT_SPEC_CHANGED: Final = "SpecChanged"
+EVENT_INVALID_SPEC: Final = "InvalidSpec"
+EVENT_RECONCILE_ERROR: Final = "ReconcileError"
+NORMAL: Final = "Normal"
+WARNING: Final = "Warning"
