@@ -57,7 +57,8 @@ def observe_status(
 ) -> None:
     for phase in PHASES:
         PHASE.labels(namespace, name, phase).set(1 if status.get("phase") == phase else 0)
-    MIN_ACCURACY.labels(namespace, name).set(float(spec.get("minAccuracy", 0.85)))
+    # The API server has applied the CRD default: minAccuracy is always there.
+    MIN_ACCURACY.labels(namespace, name).set(float(spec["minAccuracy"]))
     READY_REPLICAS.labels(namespace, name).set(int(status.get("readyReplicas", 0)))
     version = status.get("servingVersion")
     previous = _serving.get((namespace, name))

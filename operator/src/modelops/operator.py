@@ -29,7 +29,16 @@ from modelops_contract.logs import JsonFormatter
 
 from . import metrics
 from .kube import RECONCILE_THREADS, ApiError, Kube
-from .names import GROUP, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY, PLURAL, VERSION
+from .names import (
+    COMPONENT_MODEL,
+    GROUP,
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGED_BY,
+    PLURAL,
+    VERSION,
+)
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("modelops.operator")
@@ -184,6 +193,8 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         settings.peering.standalone = standalone
         settings.peering.name = peering
         settings.peering.priority = priority
+        for group, version, plural in CHILD_WATCHES:
+            settings.watching.label_selectors[group, version, plural] = child_selector(plural)
 
     resync = settings.resync_seconds
     peering = settings.peering_name
@@ -220,15 +231,28 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
             queue.schedule(namespace, owner, delay=Queue.CHILD_DELAY)
 
     selector = {LABEL_MANAGED_BY: MANAGED_BY}
-    for group, version, plural in (
-        ("batch", "v1", "jobs"),
-        ("apps", "v1", "deployments"),
-        ("", "v1", "services"),
-        ("", "v1", "configmaps"),
-    ):
+    for group, version, plural in CHILD_WATCHES:
         kopf.on.event(
             group, version, plural, labels=selector, registry=registry, id=f"child-{plural}"
         )(child)
+
+
+# What the operator owns, watched with a server-side label selector: the API server streams
+# only these objects (not every ConfigMap or Deployment of the cluster), and of ConfigMaps
+# only the artifacts.
+CHILD_WATCHES = (
+    ("batch", "v1", "jobs"),
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "configmaps"),
+)
+
+
+def child_selector(plural: str) -> str:
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    if plural == "configmaps":
+        selector += f",{LABEL_COMPONENT}={COMPONENT_MODEL}"
+    return selector
 
 
 async def run(settings: Settings, kubeconfig: str | None = None) -> None:

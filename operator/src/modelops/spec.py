@@ -100,10 +100,10 @@ class Resources:
 
 @dataclass(frozen=True)
 class Dataset:
-    builtin: str | None = None
-    config_map: str | None = None
-    config_map_key: str = "dataset.csv"
-    url: str | None = None
+    builtin: str | None
+    config_map: str | None
+    config_map_key: str
+    url: str | None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Dataset:
@@ -111,40 +111,40 @@ class Dataset:
         return cls(
             builtin=data.get("builtin"),
             config_map=cm.get("name"),
-            config_map_key=cm.get("key", "dataset.csv"),
+            config_map_key=cm.get("key", ""),  # defaulted with configMap (the CRD's default)
             url=data.get("url"),
         )
 
 
 @dataclass(frozen=True)
 class Training:
-    algorithm: str = "knn"
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    dataset: Dataset = field(default_factory=lambda: Dataset(builtin="iris"))
-    test_size: float = 0.2
-    seed: int = 42
-    timeout_seconds: int = 600
-    resources: Resources = field(default_factory=Resources)
+    algorithm: str
+    hyperparameters: dict[str, Any]
+    dataset: Dataset
+    test_size: float
+    seed: int
+    timeout_seconds: int
+    resources: Resources
 
 
 @dataclass(frozen=True)
 class Gate:
-    regression_tolerance: float = 0.0
-    significant_improvement: float = 0.005
+    regression_tolerance: float
+    significant_improvement: float
 
 
 @dataclass(frozen=True)
 class Serving:
-    image: str = ""
-    port: int = 8000
-    resources: Resources = field(default_factory=Resources)
-    max_batch_size: int = 1024
+    image: str
+    port: int
+    resources: Resources
+    max_batch_size: int
 
 
 @dataclass(frozen=True)
 class LoadGenerator:
-    payload: str = "uniform"
-    endpoint: str = "predict"
+    payload: str
+    endpoint: str
 
 
 @dataclass(frozen=True)
