@@ -118,7 +118,11 @@ def pct(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--count", type=int, default=200, help="ModelDeployments (200)")
+    parser.add_argument(
+        "--operator-log", type=Path, default=None, help="keep the operator's log in this file"
+    )
+    parser.add_argument("--log-level", default="WARNING", help="the operator's (WARNING)")
     args = parser.parse_args(argv)
     with ControlPlane() as plane:
         plane.kubectl("apply", "-k", str(ROOT / "config" / "crd"))
@@ -160,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             "MODELOPS_METRICS_PORT": str(port),
             "MODELOPS_HEALTH_PORT": str(free_ports(1)[0]),
             "MODELOPS_RESYNC_SECONDS": str(RESYNC),
-            "MODELOPS_LOG_LEVEL": "WARNING",
+            "MODELOPS_LOG_LEVEL": args.log_level,
         }
-        log = (plane.workdir / "operator.log").open("wb")
+        log = (args.operator_log or plane.workdir / "operator.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "modelops.operator", "--kubeconfig", str(kubeconfig)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
