@@ -26,6 +26,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from modelops_testenv import controlplane
 from modelops_testenv.controlplane import ControlPlane, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--log-level", default="WARNING", help="the operator's (WARNING)")
     args = parser.parse_args(argv)
+    # Every ModelDeployment gets a ClusterIP Service: the test control plane's /24 service
+    # range (254 addresses) would run out past ~250 resources ("range is full").
+    controlplane.SERVICE_CIDR = "10.96.0.0/16"
     with ControlPlane() as plane:
         plane.kubectl("apply", "-k", str(ROOT / "config" / "crd"))
         plane.kubectl(
