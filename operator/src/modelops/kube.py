@@ -41,10 +41,14 @@ from .names import (
 from .settings import Settings
 
 log = logging.getLogger("modelops.kube")
-# Reconcile passes run in this many threads (operator.py); each fans its reads out to the
-# observe pool. The connection pool holds one connection per thread of both.
+# Reconcile passes run in RECONCILE_THREADS threads, plus URGENT_THREADS kept for resources
+# whose spec changed (operator.py), so that a new resource does not wait behind resyncs and
+# the echoes of the operator's own writes. Each pass fans its five reads out at once: the
+# observe pool has a thread for every read of every pass in flight. The connection pool holds
+# one connection per thread of all three.
 RECONCILE_THREADS = 16
-FANOUT_THREADS = 32
+URGENT_THREADS = 8
+FANOUT_THREADS = 5 * (RECONCILE_THREADS + URGENT_THREADS)
 # Children of one resource as listed: Jobs, ConfigMaps, Deployments, Services.
 ChildLists = list[list[dict[str, Any]]]
 
@@ -110,7 +114,7 @@ class Kube:
         else:
             load_kube(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
         # The operator runs concurrent reconciles; urllib3's default pool of 4 would serialise.
-        configuration.connection_pool_maxsize = RECONCILE_THREADS + FANOUT_THREADS
+        configuration.connection_pool_maxsize = RECONCILE_THREADS + URGENT_THREADS + FANOUT_THREADS
         return cls(k8s_client.ApiClient(configuration), settings)
 
     # Raw requests ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from prometheus_client import start_http_server
 from modelops_contract.logs import JsonFormatter
 
 from . import metrics
-from .kube import RECONCILE_THREADS, ApiError, Kube
+from .kube import RECONCILE_THREADS, URGENT_THREADS, ApiError, Kube
 from .names import (
     COMPONENT_MODEL,
     GROUP,
@@ -61,22 +61,27 @@ def configure_logging(settings: Settings) -> None:
 class Queue:
     """Per-resource coalescing work queue; reconciles run in threads (blocking client).
 
-    A change of the resource itself is reconciled at once. Events of children (mostly the echo
-    of the operator's own writes) wait ``CHILD_DELAY`` seconds so that a burst of them becomes
-    one pass, and first passes of new resources are not queued behind such follow-ups.
+    A change of the resource itself is reconciled at once, and in threads of its own
+    (``urgent``): a new resource is not queued behind resyncs and follow-ups. Events of children
+    (mostly the echo of the operator's own writes) wait ``CHILD_DELAY`` seconds so that a burst
+    of them becomes one pass.
     """
 
     CHILD_DELAY = 0.5
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, urgent_pool: concurrent.futures.Executor | None = None) -> None:
         self.kube = kube
+        self._urgent_pool = urgent_pool
+        self._urgent: set[tuple[str, str]] = set()
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._failures: dict[tuple[str, str], int] = {}
 
-    def schedule(self, namespace: str, name: str, delay: float = 0.0) -> None:
+    def schedule(self, namespace: str, name: str, delay: float = 0.0, urgent: bool = False) -> None:
         key = (namespace, name)
+        if urgent:
+            self._urgent.add(key)
         if key in self._running:
             self._dirty.add(key)
             if delay == 0.0 and key in self._wake:
@@ -117,7 +122,10 @@ class Queue:
         # "name" is a LogRecord attribute: the resource goes under its own key.
         extra = {"modeldeployment": f"{namespace}/{name}"}
         try:
-            result = await asyncio.to_thread(self.kube.reconcile, namespace, name)
+            pool = self._urgent_pool if key in self._urgent else None
+            self._urgent.discard(key)
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(pool, self.kube.reconcile, namespace, name)
         except ApiError as exc:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = min(MAX_BACKOFF_SECONDS, 2.0 ** min(failures, 6))
@@ -215,7 +223,7 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         if type == "MODIFIED" and generation == observed:
             # The echo of a status write (or metadata edit): the spec did not change.
             return
-        queue.schedule(namespace, name)
+        queue.schedule(namespace, name, urgent=True)
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry)
     async def resync_timer(namespace: str | None, name: str, **_: Any) -> None:
@@ -262,7 +270,8 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> None:
         concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS)
     )
     kube = Kube.connect(settings, kubeconfig)
-    queue = Queue(kube)
+    urgent = concurrent.futures.ThreadPoolExecutor(URGENT_THREADS, thread_name_prefix="changed")
+    queue = Queue(kube, urgent)
     registry = kopf.OperatorRegistry()
     register(registry, queue, settings)
     if settings.metrics_port:
@@ -293,6 +302,7 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> None:
         )
     finally:
         await queue.drain()
+        urgent.shutdown(wait=False, cancel_futures=True)
 
 
 def main(argv: list[str] | None = None) -> int:
