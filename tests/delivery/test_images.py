@@ -115,10 +115,11 @@ def run(venv: Path, *cmd: str, cwd: Path | None = None) -> subprocess.CompletedP
 @pytest.mark.parametrize(
     ("component", "local"),
     [
-        ("operator", {"modelops", "modelops-trainer"}),
-        ("trainer", {"modelops-trainer"}),
-        ("server", {"modelops-model-server", "modelops-trainer"}),
-        ("loadgen", {"modelops-loadgen"}),
+        # Every image gets the contract; the operator's no longer gets the trainer (issue 13).
+        ("operator", {"modelops", "modelops-contract"}),
+        ("trainer", {"modelops-trainer", "modelops-contract"}),
+        ("server", {"modelops-model-server", "modelops-contract"}),
+        ("loadgen", {"modelops-loadgen", "modelops-contract"}),
     ],
 )
 def test_image_venv_holds_exactly_the_locked_packages(exported: Path, component: str, local):
