@@ -22,7 +22,14 @@ from modelops_contract.clock import now_rfc3339
 from modelops_contract.iris import FEATURE_NAMES
 
 from .artifact import write_artifact
-from .data import BUILTIN_IRIS, FEATURE_COLUMNS, DataError, Dataset, load_dataset
+from .data import (
+    BUILTIN_IRIS,
+    FEATURE_COLUMNS,
+    DataError,
+    Dataset,
+    DownloadPolicy,
+    load_dataset,
+)
 from .pipeline import ParamError, build_pipeline, estimator_params
 
 # The operator reads the summary from the container's termination message (4096 bytes max).
@@ -39,6 +46,7 @@ class TrainConfig:
     dataset: str = BUILTIN_IRIS
     test_size: float = 0.2
     seed: int = 42
+    download: DownloadPolicy = field(default_factory=DownloadPolicy)
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ def train(config: TrainConfig) -> TrainResult:
             f"{config.output_dir / config.version}; versions are immutable, choose a new name"
         )
     pipeline = build_pipeline(config.algorithm, config.params, config.seed)
-    dataset = load_dataset(config.dataset)
+    dataset = load_dataset(config.dataset, config.download)
     x_train, x_test, y_train, y_test = _split(dataset, config.test_size, config.seed)
     try:
         pipeline.fit(x_train, y_train)
