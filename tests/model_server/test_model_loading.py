@@ -121,3 +121,35 @@ def test_not_a_classifier(copy_of):
     joblib.dump({"weights": [1, 2, 3]}, artifact / MODEL_FILE)
     rewrite_metadata(artifact, model_sha256=file_sha256(artifact / MODEL_FILE))
     assert "not a classifier" in load_error(artifact)
+
+
+def test_the_digest_the_operator_recorded_is_enforced(copy_of):
+    artifact = copy_of()
+    recorded = file_sha256(artifact / MODEL_FILE)
+    assert load_model(artifact, expected_sha256=recorded).version == "knn"
+    # Another model put in its place, with metadata that matches it: consistent, but not
+    # the version that passed the gate.
+    other = joblib.load(artifact / MODEL_FILE)
+    other.steps[-1][1].n_neighbors = 1
+    joblib.dump(other, artifact / MODEL_FILE)
+    rewrite_metadata(artifact, model_sha256=file_sha256(artifact / MODEL_FILE))
+    assert load_model(artifact).version == "knn"  # without a digest it would load
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(artifact, expected_sha256=recorded)
+    message = str(caught.value)
+    assert f"not the {recorded[:12]}… this server was told to serve" in message
+    assert "it is not served" in message
+
+
+def test_server_exits_on_a_digest_mismatch(knn_artifact, run_cli):
+    proc = run_cli(
+        ["--artifact-dir", str(knn_artifact), "--port", "0"],
+        {"MODELOPS_SERVER_MODEL_SHA256": "0" * 64},
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("modelops-server: error: model in ")
+    assert "this server was told to serve" in lines[-1]
+    proc = run_cli(["--artifact-dir", str(knn_artifact), "--model-sha256", "not-a-digest"], {})
+    assert proc.returncode == 2
+    assert "MODELOPS_SERVER_MODEL_SHA256: String should match pattern" in proc.stderr

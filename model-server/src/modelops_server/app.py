@@ -130,6 +130,7 @@ def create_app(settings: ServerSettings, model: LoadedModel | None = None) -> Fa
                 settings.artifact_dir,
                 settings.model_name,
                 vectorised=settings.vectorised,
+                expected_sha256=settings.model_sha256,
             )
         loaded = state.model
         if not loaded.warm:

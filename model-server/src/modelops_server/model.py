@@ -78,9 +78,18 @@ class LoadedModel:
 
 
 def load_model(
-    artifact_dir: Path, name: str | None = None, *, vectorised: bool = True
+    artifact_dir: Path,
+    name: str | None = None,
+    *,
+    vectorised: bool = True,
+    expected_sha256: str | None = None,
 ) -> LoadedModel:
-    """Verify and load the artifact; raise :class:`ModelLoadError` with a one-line reason."""
+    """Verify and load the artifact; raise :class:`ModelLoadError` with a one-line reason.
+
+    `expected_sha256` is the digest the operator recorded when it trained and gated this
+    version: the artifact store is not trusted to say what it holds, so a model whose bytes do
+    not have that digest is refused before it is read.
+    """
     started = time.perf_counter()
     if not artifact_dir.exists():
         raise ModelLoadError(f"artifact directory {artifact_dir} does not exist; {_TRAIN_HINT}")
@@ -94,6 +103,7 @@ def load_model(
         accuracy = accuracy_of(metadata)
     except ArtifactError as exc:
         raise ModelLoadError(f"{exc}; retrain this version or serve another one") from None
+    _check_digest(artifact_dir, metadata, expected_sha256)
 
     features = tuple(str(f) for f in metadata.get("features") or ())
     if features != FEATURE_NAMES:
@@ -129,6 +139,18 @@ def load_model(
         load_seconds=time.perf_counter() - started,
         _exact=exact,
     )
+
+
+def _check_digest(
+    artifact_dir: Path, metadata: dict[str, Any], expected_sha256: str | None
+) -> None:
+    # verify() proved the file matches metadata's digest; it must also be the expected one.
+    if expected_sha256 is not None and metadata.get("model_sha256") != expected_sha256:
+        raise ModelLoadError(
+            f"model in {artifact_dir} has sha256 {str(metadata.get('model_sha256'))[:12]}…, not "
+            f"the {expected_sha256[:12]}… this server was told to serve: the artifact was "
+            "replaced or is not the version that passed the gate; it is not served"
+        )
 
 
 def _load_pipeline(path: Path) -> Any:
