@@ -87,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(
             settings.artifact_dir,
             settings.model_name,
-            vectorised=settings.vectorised,
             expected_sha256=settings.model_sha256,
         )
         model.warm_up()

@@ -41,7 +41,4 @@ class ServerSettings(BaseSettings):
     metrics_enabled: bool = Field(
         default=True, description="collect Prometheus metrics (off only to measure their cost)"
     )
-    vectorised: bool = Field(
-        default=True, description="use the exact numpy predict path when the model allows it"
-    )
     timeout_keep_alive: int = Field(default=5, ge=1, description="idle keep-alive (seconds)")

@@ -30,6 +30,7 @@ from .data import (
     DownloadPolicy,
     load_dataset,
 )
+from .export import export_model
 from .pipeline import ParamError, build_pipeline, estimator_params
 
 # The operator reads the summary from the container's termination message (4096 bytes max).
@@ -53,6 +54,8 @@ class TrainConfig:
 class TrainResult:
     artifact: Path
     metadata: dict[str, Any]
+    # The fitted scikit-learn pipeline the artifact's parameters were taken from (in memory).
+    pipeline: Any = None
 
     @property
     def accuracy(self) -> float:
@@ -83,8 +86,9 @@ def train(config: TrainConfig) -> TrainResult:
             f"training {config.algorithm} failed: {str(exc).splitlines()[0]}"
         ) from None
     metadata = build_metadata(config, dataset, metrics, len(y_train), len(y_test))
-    artifact = write_artifact(config.output_dir, config.version, pipeline, metadata)
-    return TrainResult(artifact=artifact, metadata=read_metadata(artifact))
+    model = export_model(pipeline, dataset.classes)
+    artifact = write_artifact(config.output_dir, config.version, model, metadata)
+    return TrainResult(artifact=artifact, metadata=read_metadata(artifact), pipeline=pipeline)
 
 
 def _split(
@@ -151,7 +155,6 @@ def build_metadata(
     train_rows: int,
     test_rows: int,
 ) -> dict[str, Any]:
-    import joblib
     import sklearn
 
     return {
@@ -177,7 +180,6 @@ def build_metadata(
             "python": platform.python_version(),
             "scikit-learn": sklearn.__version__,
             "numpy": np.__version__,
-            "joblib": joblib.__version__,
         },
         "created_at": now_rfc3339(),
     }
