@@ -17,7 +17,7 @@ from modelops.core.harvest import Failed, NeedsLog, Succeeded, read_outcome
 from modelops.core.plan import harvest_needed, plan
 from modelops.core.state import Observed
 from modelops.settings import Settings
-from modelops_contract import bundle
+from modelops_contract import bundle, params
 
 SETTINGS = Settings()
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
@@ -80,7 +80,7 @@ def test_inline_bundle(results):
     outcome = read_outcome("v1", job(), [pod(message)])
     assert isinstance(outcome, Succeeded)
     assert outcome.accuracy == json.loads(message)["accuracy"]
-    assert outcome.metadata["version"] == "v1" and outcome.model[:1] == b"\x80"
+    assert outcome.metadata["version"] == "v1" and outcome.model.startswith(params.MAGIC)
 
 
 def test_big_model_needs_the_log(results):

@@ -96,7 +96,7 @@ def test_artifact_configmap_is_immutable_and_exact():
     cm = render.artifact_configmap(CR, "v2", metadata, b"\x00model")
     assert cm["metadata"]["name"] == "iris-model-v2" and cm["immutable"] is True
     _assert_owned(cm, "model")
-    assert base64.b64decode(cm["binaryData"]["model.joblib"]) == b"\x00model"
+    assert base64.b64decode(cm["binaryData"]["model.params"]) == b"\x00model"
     assert json.loads(cm["data"]["metadata.json"]) == metadata
     assert cm["metadata"]["annotations"]["modelops.dev/accuracy"] == "0.9"
 
