@@ -9,7 +9,6 @@ import io
 import math
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from http.client import HTTPMessage
@@ -18,6 +17,8 @@ from typing import IO
 
 import numpy as np
 import numpy.typing as npt
+
+from modelops_contract.urls import url_problem
 
 # The course project's CSV columns, in model input order.
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -52,25 +53,9 @@ class DownloadPolicy:
     hosts: tuple[str, ...] = ()
 
     def check(self, url: str) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in self.schemes:
-            raise DataError(
-                f"dataset URL {url}: scheme {parts.scheme or '(none)'!r} is not allowed "
-                f"(allowed: {', '.join(self.schemes)}); ask the cluster admin or use another URL"
-            )
-        host = (parts.hostname or "").lower()
-        if self.hosts and not any(_host_matches(host, allowed) for allowed in self.hosts):
-            raise DataError(
-                f"dataset URL {url}: host {host or '(none)'!r} is not allowed "
-                f"(allowed: {', '.join(self.hosts)}); ask the cluster admin or use another URL"
-            )
-
-
-def _host_matches(host: str, allowed: str) -> bool:
-    allowed = allowed.lower()
-    if allowed.startswith("."):
-        return host.endswith(allowed) or host == allowed[1:]
-    return host == allowed
+        problem = url_problem(url, self.schemes, self.hosts)
+        if problem is not None:
+            raise DataError(problem)
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
