@@ -2,7 +2,7 @@
 
 What the course project ran: one ``predict_proba`` call per request on the unpickled
 pipeline, FastAPI's standard request/response handling. Served by uvicorn with the same
-loop/parser as ours. The artifact comes from BENCH_ARTIFACT.
+loop/parser as ours. The pickled pipeline comes from BENCH_MODEL.
 """
 
 import os
@@ -14,7 +14,7 @@ import numpy as np
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-pipeline = joblib.load(Path(os.environ["BENCH_ARTIFACT"]) / "model.joblib")
+pipeline = joblib.load(Path(os.environ["BENCH_MODEL"]))
 classes = [str(c) for c in pipeline.classes_]
 app = FastAPI()
 

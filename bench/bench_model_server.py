@@ -2,7 +2,7 @@
 
 Closed loop: wrk, 1 thread, 32 connections, on core 1; every server is one process on core 0.
 - baseline A: naive FastAPI + scikit-learn per request (bench/baseline_naive.py)
-- baseline B: MLServer with its scikit-learn runtime on the same model.joblib, in its own venv
+- baseline B: MLServer with its scikit-learn runtime on the same model (pickled), in its own venv
   (~/.cache/modelops/bench-venv, created on first run from the package index), asked for
   label and probabilities like ours answers
 - floor: FastAPI answering a constant (bench/floor_app.py: the standard route, and the raw route
@@ -261,7 +261,19 @@ def ensure_mlserver() -> Path:
     return mlserver
 
 
-def mlserver_dir(artifact: Path, tmp: Path, port: int) -> Path:
+def pickled_baseline_model(tmp: Path) -> Path:
+    """The same training as the artifact's, as the pickle the baselines load (their format)."""
+    import joblib
+
+    from modelops_trainer.train import TrainConfig, train
+
+    result = train(TrainConfig(version="v1", output_dir=tmp / "baseline-models"))
+    path = tmp / "model.joblib"
+    joblib.dump(result.pipeline, path)
+    return path
+
+
+def mlserver_dir(model: Path, tmp: Path, port: int) -> Path:
     directory = tmp / "mlserver"
     directory.mkdir()
     (directory / "settings.json").write_text(
@@ -282,7 +294,7 @@ def mlserver_dir(artifact: Path, tmp: Path, port: int) -> Path:
             {
                 "name": "iris",
                 "implementation": "mlserver_sklearn.SKLearnModel",
-                "parameters": {"uri": str(artifact / "model.joblib"), "version": "v1"},
+                "parameters": {"uri": str(model), "version": "v1"},
             }
         )
     )
@@ -435,7 +447,8 @@ def main() -> None:
             capture_output=True,
         )
         artifact = tmp / "models" / "v1"
-        env_artifact = {"BENCH_ARTIFACT": str(artifact)}
+        pickled = pickled_baseline_model(tmp)
+        env_artifact = {"BENCH_MODEL": str(pickled)}
 
         def start(label: str, cmd: list[str], ready: str, env=None, cwd=None) -> tuple[Server, int]:
             port = free_port()
@@ -470,7 +483,7 @@ def main() -> None:
             if os.environ.get("BENCH_SKIP_MLSERVER") != "1":
                 mlserver = ensure_mlserver()
                 port = free_port()
-                directory = mlserver_dir(artifact, tmp, port)
+                directory = mlserver_dir(pickled, tmp, port)
                 server = Server(
                     "B",
                     [str(mlserver), "start", str(directory)],
@@ -554,8 +567,8 @@ def main() -> None:
             for server in servers.values():
                 server.stop()
 
-        # The library floor of start-up: the model cannot be unpickled before scikit-learn is
-        # imported (scipy.stats included), whatever the server does.
+        # The library floor of start-up for this KNN model: its server keeps scikit-learn's own
+        # KNN ready for tied rows, so it imports scikit-learn (scipy.stats included) first.
         import_times = []
         for _ in range(3):
             started = time.monotonic()

@@ -4,6 +4,60 @@
 # a control plane only starts when a test asks for one of them.
 pytest_plugins = ["modelops_testenv.pytest_plugin"]
 
+import subprocess  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+_OPERATOR_RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "RoleBinding"}
+
+
+def _kustomize(path: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / path)], check=True, capture_output=True, text=True
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="session")
+def kustomize() -> Callable[[str], list[dict[str, Any]]]:
+    """The documents `kubectl kustomize` builds from a directory of this repository."""
+    return _kustomize
+
+
+@pytest.fixture(scope="session")
+def operator_rbac() -> Callable[[str, str, str, dict[str, str]], str]:
+    """The operator's shipped RBAC objects of an overlay, under a test's own identity: names
+    suffixed, the ServiceAccount in `system_ns`, RoleBindings moved by `watched` (old → new
+    namespace). Other tests' session-wide RBAC stays untouched."""
+
+    def build(path: str, suffix: str, system_ns: str, watched: dict[str, str]) -> str:
+        docs = []
+        for doc in _kustomize(path):
+            meta = doc["metadata"]
+            if doc["kind"] not in _OPERATOR_RBAC_KINDS:
+                continue
+            if not meta["name"].startswith("modelops-operator"):
+                continue
+            if doc["kind"] == "ServiceAccount":
+                meta["namespace"] = system_ns
+            else:
+                meta["name"] = f"{meta['name']}-{suffix}"
+            if "roleRef" in doc:
+                doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
+                for subject in doc["subjects"]:
+                    subject["namespace"] = system_ns
+            if doc["kind"] == "RoleBinding":
+                meta["namespace"] = watched[meta["namespace"]]
+            docs.append(doc)
+        return yaml.safe_dump_all(docs)
+
+    return build
+
 
 def pytest_collection_modifyitems(config: object, items: list) -> None:  # type: ignore[type-arg]
     """Tests not marked integration or e2e are unit tests, so `-m unit` selects them."""

@@ -238,6 +238,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
             "version": version,
             "accuracy": str(result["accuracy"]),
             "message": result["message"],
+            # The whole decision on one line: the publish job of the workflow reads it back.
+            "result": json.dumps(result, separators=(",", ":")),
         }
     )
     verdict = "ACCEPTED" if result["accepted"] else "REJECTED"

@@ -148,7 +148,7 @@ def test_trainer_entrypoint_trains(exported: Path, tmp_path: Path):
     summary = json.loads(out.stdout)
     assert summary["status"] == "Succeeded"
     assert summary["accuracy"] >= 0.85
-    assert (tmp_path / "m/v1/model.joblib").is_file()
+    assert (tmp_path / "m/v1/model.params").is_file()
 
 
 def test_server_entrypoint(exported: Path):

@@ -81,9 +81,13 @@ def test_accepted_model_commits_the_bump(repo: Path, tmp_path: Path):
     outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
     assert outputs["accepted"] == "true"
     assert outputs["version"] == "v2"
+    # The workflow's publish job gets the decision only through the `result` output.
+    assert json.loads(outputs["result"]) == json.loads(result.read_text())
+    handed_over = tmp_path / "handed-over.json"
+    handed_over.write_text(outputs["result"] + "\n")
 
     bump = release(
-        repo, "bump", "--result", str(result), "--image-prefix", PREFIX, "--tag", "abc1234"
+        repo, "bump", "--result", str(handed_over), "--image-prefix", PREFIX, "--tag", "abc1234"
     )
     assert bump.returncode == 0, bump.stderr
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +20,7 @@ from fastapi.testclient import TestClient
 from modelops_server.app import create_app
 from modelops_server.model import LoadedModel, load_model
 from modelops_server.settings import ServerSettings
-from modelops_trainer.train import TrainConfig, train
+from modelops_trainer.train import TrainConfig, TrainResult, train
 
 ALGORITHMS = ("knn", "logistic_regression", "random_forest", "decision_tree")
 SEED_REQUEST = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
@@ -32,15 +33,32 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def artifacts(models_dir: Path) -> dict[str, Path]:
-    """One trained artifact per supported algorithm (versions named after them)."""
+def trained(models_dir: Path) -> dict[str, TrainResult]:
+    """One trained model per supported algorithm (versions named after them)."""
     out = {}
     for algorithm in ALGORITHMS:
         version = algorithm.replace("_", "-")
         out[algorithm] = train(
             TrainConfig(version=version, output_dir=models_dir, algorithm=algorithm)
-        ).artifact
+        )
     return out
+
+
+@pytest.fixture(scope="session")
+def artifacts(trained: dict[str, TrainResult]) -> dict[str, Path]:
+    """The artifact directory of each trained model."""
+    return {algorithm: result.artifact for algorithm, result in trained.items()}
+
+
+@pytest.fixture(scope="session")
+def pipelines(trained: dict[str, TrainResult]) -> dict[str, Any]:
+    """The fitted scikit-learn pipeline each artifact's parameters were taken from."""
+    return {algorithm: result.pipeline for algorithm, result in trained.items()}
+
+
+@pytest.fixture(scope="session")
+def knn_pipeline(pipelines: dict[str, Any]) -> Any:
+    return pipelines["knn"]
 
 
 @pytest.fixture(scope="session")

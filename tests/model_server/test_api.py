@@ -50,10 +50,10 @@ def test_predict_without_content_type_is_read_as_json(client, seed_request):
     assert response.json()["species"] == "setosa"
 
 
-def test_predict_matches_the_pipeline(client, knn_model):
+def test_predict_matches_the_pipeline(client, knn_pipeline):
     rows = [[6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [4.6, 3.1, 1.5, 0.2]]
-    expected = knn_model.pipeline.predict(np.array(rows))
-    proba = knn_model.pipeline.predict_proba(np.array(rows))
+    expected = knn_pipeline.predict(np.array(rows))
+    proba = knn_pipeline.predict_proba(np.array(rows))
     for row, species, p in zip(rows, expected, proba, strict=True):
         body = post(client, "/predict", dict(zip(FEATURES, row, strict=True))).json()
         assert body["species"] == species
@@ -98,14 +98,12 @@ def test_lifespan_loads_model_when_not_given(knn_artifact, settings_for, seed_re
 # ---- batch ------------------------------------------------------------------------------------
 
 
-def test_batch_predict(client, knn_model):
+def test_batch_predict(client, knn_model, knn_pipeline):
     rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
     body = post(
         client, "/predict/batch", {"instances": [dict(zip(FEATURES, r, strict=True)) for r in rows]}
     ).json()
-    assert [p["species"] for p in body["predictions"]] == list(
-        knn_model.pipeline.predict(np.array(rows))
-    )
+    assert [p["species"] for p in body["predictions"]] == list(knn_pipeline.predict(np.array(rows)))
     assert body["model_version"] == "knn"
     assert all(0 < p["probability"] <= 1 for p in body["predictions"])
 

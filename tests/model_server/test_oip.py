@@ -40,7 +40,7 @@ def test_model_metadata(client):
 
 
 @pytest.mark.parametrize("nested", [False, True])
-def test_infer_fp64(client, knn_model, nested):
+def test_infer_fp64(client, knn_model, knn_pipeline, nested):
     data = ROWS if nested else [v for row in ROWS for v in row]
     response = client.post("/v2/models/iris/infer", json=infer_body(data, id="req-7"))
     assert response.status_code == 200, response.text
@@ -52,14 +52,14 @@ def test_infer_fp64(client, knn_model, nested):
     x = np.array(ROWS)
     assert outputs["predict"]["datatype"] == "BYTES"
     assert outputs["predict"]["shape"] == [3]
-    assert outputs["predict"]["data"] == list(knn_model.pipeline.predict(x))
+    assert outputs["predict"]["data"] == list(knn_pipeline.predict(x))
     assert outputs["predict_proba"]["datatype"] == "FP64"
     assert outputs["predict_proba"]["shape"] == [3, 3]
-    expected = knn_model.pipeline.predict_proba(x).ravel().tolist()
+    expected = knn_pipeline.predict_proba(x).ravel().tolist()
     assert outputs["predict_proba"]["data"] == expected
 
 
-def test_infer_fp32_uses_float32_values(client, knn_model):
+def test_infer_fp32_uses_float32_values(client, knn_model, knn_pipeline):
     # 4.95 is not exact in float32: the model must see what an FP32 tensor holds.
     row = [4.95, 3.05, 1.45, 0.25]
     body = client.post(
@@ -67,7 +67,7 @@ def test_infer_fp32_uses_float32_values(client, knn_model):
     ).json()
     x32 = np.array([row], dtype=np.float32).astype(np.float64)
     proba = next(o for o in body["outputs"] if o["name"] == "predict_proba")["data"]
-    assert proba == knn_model.pipeline.predict_proba(x32).ravel().tolist()
+    assert proba == knn_pipeline.predict_proba(x32).ravel().tolist()
 
 
 def test_infer_selected_outputs(client):

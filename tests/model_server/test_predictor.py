@@ -1,18 +1,21 @@
-"""Exactness: the vectorised predictors give the estimator's labels and probabilities, bit for bit.
+"""Exactness: the server's predictors give the trained pipeline's labels and probabilities,
+bit for bit.
 
-"Identical" means: the same input array handed to the pipeline's own predict/predict_proba and
-to the server's predictor gives equal arrays (np.array_equal, no tolerance).
+"Identical" means: the same input array handed to the fitted pipeline's own
+predict/predict_proba and to the predictor the server builds from the artifact's parameter file
+gives equal arrays (np.array_equal, no tolerance).
 """
 
 from __future__ import annotations
 
-import joblib
 import numpy as np
 import pytest
 
-from modelops_server.model import load_model
-from modelops_server.predictor import EstimatorPredictor, compile_predictor, self_check
+from modelops_contract.params import decode
+from modelops_server.model import load_model, to_numpy
+from modelops_server.predictor import predictor_from_params, self_check
 from modelops_trainer.data import load_dataset
+from modelops_trainer.export import export_model
 from modelops_trainer.pipeline import build_pipeline
 
 ALGORITHMS = ("knn", "logistic_regression", "random_forest", "decision_tree")
@@ -47,21 +50,31 @@ def served(model, x):
     return [model.classes[i] for i in indices], proba
 
 
+def compiled(pipeline, classes):
+    """What the server builds from the parameter file the trainer writes for `pipeline`."""
+    model, raw = decode(export_model(pipeline, classes))
+    layout = model.get("layout") or {}
+    arrays = {n: to_numpy(a, layout.get(n) == "F") for n, a in raw.items()}
+    return predictor_from_params(model, arrays, 4)
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("rows", ["iris_rows", "random_rows"])
-def test_vectorised_equals_estimator(artifacts, algorithm, rows, request):
+def test_vectorised_equals_estimator(artifacts, pipelines, algorithm, rows, request):
     x = request.getfixturevalue(rows)
     model = load_model(artifacts[algorithm])
     assert model.predictor.kind == "vectorised", model.predictor_reason
     labels, proba = served(model, x)
-    exp_labels, exp_proba = expected(model.pipeline, x)
+    exp_labels, exp_proba = expected(pipelines[algorithm], x)
     assert labels == exp_labels
     assert proba.dtype == exp_proba.dtype
     assert np.array_equal(proba, exp_proba)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_vectorised_equals_estimator_row_by_row(artifacts, iris_rows, random_rows, algorithm):
+def test_vectorised_equals_estimator_row_by_row(
+    artifacts, pipelines, iris_rows, random_rows, algorithm
+):
     # One-row requests are the common case; BLAS may round a 1-row product differently from a
     # batch, so compare against the estimator called on the same single row.
     model = load_model(artifacts[algorithm])
@@ -69,15 +82,15 @@ def test_vectorised_equals_estimator_row_by_row(artifacts, iris_rows, random_row
     for row in x:
         one = row[None, :]
         labels, proba = served(model, one)
-        exp_labels, exp_proba = expected(model.pipeline, one)
+        exp_labels, exp_proba = expected(pipelines[algorithm], one)
         assert labels == exp_labels
         assert np.array_equal(proba, exp_proba), row
 
 
-def test_knn_ties_go_to_the_estimator(artifacts):
+def test_knn_ties_go_to_the_estimator(artifacts, pipelines):
     """A query equidistant from its 5th and 6th neighbours is decided by scikit-learn."""
     model = load_model(artifacts["knn"])
-    pipeline = model.pipeline
+    pipeline = pipelines["knn"]
     knn = pipeline.steps[-1][1]
     scaler = pipeline.steps[1][1]
     fit_x = knn._fit_X
@@ -89,7 +102,7 @@ def test_knn_ties_go_to_the_estimator(artifacts):
     x = (scaled - scaler.min_) / scaler.scale_
     x = x[(x > 0).all(axis=1)]
     head = model.predictor._head  # type: ignore[attr-defined]
-    _, _, undecided = head.run(pipeline[:-1].transform(x), x)
+    _, _, undecided = head.run(pipeline[:-1].transform(x))
     assert undecided.any(), "expected some tied queries among pair midpoints"
     labels, proba = served(model, x)
     exp_labels, exp_proba = expected(pipeline, x)
@@ -102,19 +115,32 @@ def test_knn_ties_go_to_the_estimator(artifacts):
     [
         ("knn", {"weights": "distance"}),
         ("knn", {"metric": "manhattan"}),
-        ("random_forest", {"n_jobs": 2}),
     ],
 )
 def test_unsupported_configurations_use_the_estimator(algorithm, params):
     data = load_dataset()
     pipeline = build_pipeline(algorithm, params, seed=1).fit(data.features, data.labels)
-    predictor, reason = compile_predictor(pipeline, data.classes)
+    predictor, reason = compiled(pipeline, data.classes)
     assert predictor.kind == "estimator"
     assert reason.startswith("estimator path")
     labels = pipeline.predict(data.features)
     indices, proba = predictor.predict(data.features)
     assert [data.classes[i] for i in indices] == list(labels)
     assert np.array_equal(proba, pipeline.predict_proba(data.features))
+
+
+def test_forest_with_parallel_jobs_is_summed_in_tree_order(iris_rows):
+    # n_jobs > 1 makes scikit-learn add the trees up in whatever order its threads finish;
+    # the parameter file is served with the sequential order, i.e. n_jobs=1's answers exactly.
+    data = load_dataset()
+    pipeline = build_pipeline("random_forest", {"n_jobs": 2}, seed=1)
+    pipeline.fit(data.features, data.labels)
+    predictor, _ = compiled(pipeline, data.classes)
+    assert predictor.kind == "vectorised"
+    pipeline.steps[-1][1].set_params(n_jobs=1)
+    indices, proba = predictor.predict(iris_rows)
+    assert [data.classes[i] for i in indices] == list(pipeline.predict(iris_rows))
+    assert np.array_equal(proba, pipeline.predict_proba(iris_rows))
 
 
 @pytest.mark.parametrize("algorithm", ["knn", "logistic_regression", "decision_tree"])
@@ -126,7 +152,7 @@ def test_other_hyperparameters_stay_exact(algorithm, random_rows):
     }[algorithm]
     data = load_dataset()
     pipeline = build_pipeline(algorithm, params, seed=5).fit(data.features, data.labels)
-    predictor, _ = compile_predictor(pipeline, data.classes)
+    predictor, _ = compiled(pipeline, data.classes)
     assert predictor.kind == "vectorised"
     indices, proba = predictor.predict(random_rows)
     assert [data.classes[i] for i in indices] == list(pipeline.predict(random_rows))
@@ -139,43 +165,37 @@ def test_binary_logistic_regression_is_exact(random_rows):
     x, y = data.features[keep], data.labels[keep]
     pipeline = build_pipeline("logistic_regression", {}, seed=0).fit(x, y)
     classes = sorted(set(y))
-    predictor, _ = compile_predictor(pipeline, classes)
+    predictor, _ = compiled(pipeline, classes)
     assert predictor.kind == "vectorised"
     indices, proba = predictor.predict(random_rows)
     assert [classes[i] for i in indices] == list(pipeline.predict(random_rows))
     assert np.array_equal(proba, pipeline.predict_proba(random_rows))
 
 
-def test_self_check_catches_a_wrong_fast_path(artifacts, iris_rows):
+def test_self_check_catches_a_wrong_fast_path(artifacts, pipelines, iris_rows):
     model = load_model(artifacts["knn"])
-    exact = EstimatorPredictor(model.pipeline, model.classes)
-    assert self_check(model.predictor, exact, iris_rows) is None
+    exact = expected(pipelines["knn"], iris_rows)
+    index = {c: i for i, c in enumerate(model.classes)}
+    known = (np.array([index[c] for c in exact[0]]), exact[1])
+    assert self_check(model.predictor, known, iris_rows) is None
 
     class OffByOne:
         kind = "vectorised"
 
         def predict(self, x):
-            indices, proba = exact.predict(x)
+            indices, proba = model.predictor.predict(x)
             return (indices + 1) % 3, proba
 
-    assert "label differs" in (self_check(OffByOne(), exact, iris_rows) or "")
-    model.predictor = OffByOne()  # type: ignore[assignment]
-    model.warm_up()
-    assert model.predictor.kind == "estimator"
-    assert "self-check failed" in model.predictor_reason
+    assert "label differs" in (self_check(OffByOne(), known, iris_rows) or "")
 
 
-def test_vectorised_can_be_disabled(artifacts):
-    model = load_model(artifacts["knn"], vectorised=False)
-    assert model.predictor.kind == "estimator"
-
-
-def test_pickled_model_round_trip(artifacts, tmp_path, iris_rows):
-    # The fast path is compiled from the unpickled object: a re-pickled copy behaves the same.
-    pipeline = joblib.load(artifacts["random_forest"] / "model.joblib")
-    joblib.dump(pipeline, tmp_path / "copy.joblib")
-    copy = joblib.load(tmp_path / "copy.joblib")
-    classes = [str(c) for c in copy.classes_]
-    predictor, _ = compile_predictor(copy, classes)
+def test_parameter_file_round_trip(artifacts, pipelines, tmp_path, iris_rows):
+    # The predictor is built from the file's bytes alone: a copy behaves the same.
+    data = load_dataset()
+    blob = export_model(pipelines["random_forest"], data.classes)
+    copy = tmp_path / "copy.params"
+    copy.write_bytes(blob)
+    assert copy.read_bytes() == (artifacts["random_forest"] / "model.params").read_bytes()
+    predictor, _ = compiled(pipelines["random_forest"], data.classes)
     _, proba = predictor.predict(iris_rows)
-    assert np.array_equal(proba, pipeline.predict_proba(iris_rows))
+    assert np.array_equal(proba, pipelines["random_forest"].predict_proba(iris_rows))

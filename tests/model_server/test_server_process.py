@@ -144,7 +144,7 @@ def test_artifact_from_environment_is_checked(run_cli, tmp_path):
 def test_corrupt_artifact(run_cli, knn_artifact, tmp_path):
     broken = tmp_path / "v1"
     shutil.copytree(knn_artifact, broken)
-    with (broken / "model.joblib").open("ab") as handle:
+    with (broken / "model.params").open("ab") as handle:
         handle.write(b"x")
     line = one_line_error(run_cli(["--artifact-dir", str(broken)], {}))
     assert "corrupt" in line

@@ -57,7 +57,7 @@ def test_create_trains_gates_and_serves(cluster, operator, trained, wait):
     assert template["metadata"]["labels"]["modelops.dev/version"] == "v1"
     assert template["spec"]["volumes"][1]["configMap"]["name"] == "iris-model-v1"
     cm = cluster.get(f"/api/v1/namespaces/{cluster.ns}/configmaps/iris-model-v1")
-    assert cm["immutable"] is True and "model.joblib" in cm["binaryData"]
+    assert cm["immutable"] is True and "model.params" in cm["binaryData"]
     # kubectl's own columns.
     wait(lambda: cluster.status("iris").get("ready") == "2/2", 30, "ready 2/2")
     out = cluster.kubectl("get", "md", "iris", "-n", cluster.ns)

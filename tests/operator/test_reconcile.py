@@ -17,7 +17,7 @@ from modelops.core.harvest import Failed, NeedsLog, Succeeded, read_outcome
 from modelops.core.plan import harvest_needed, plan
 from modelops.core.state import Observed
 from modelops.settings import Settings
-from modelops_contract import bundle
+from modelops_contract import bundle, params
 
 SETTINGS = Settings()
 T0, T1, T2 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z", "2026-01-01T00:02:00Z"
@@ -80,7 +80,7 @@ def test_inline_bundle(results):
     outcome = read_outcome("v1", job(), [pod(message)])
     assert isinstance(outcome, Succeeded)
     assert outcome.accuracy == json.loads(message)["accuracy"]
-    assert outcome.metadata["version"] == "v1" and outcome.model[:1] == b"\x80"
+    assert outcome.metadata["version"] == "v1" and outcome.model.startswith(params.MAGIC)
 
 
 def test_big_model_needs_the_log(results):
@@ -130,6 +130,14 @@ def succeeded(results, version="v1"):
     assert isinstance(outcome, Succeeded)
     metadata = {**outcome.metadata, "version": version}
     return Succeeded(version, outcome.accuracy, metadata, outcome.model)
+
+
+def scored(outcome, accuracy):
+    """The same trained model, reported by its Job with another accuracy."""
+    metrics = {**outcome.metadata["metrics"], "test_accuracy": accuracy}
+    return Succeeded(
+        outcome.version, accuracy, {**outcome.metadata, "metrics": metrics}, outcome.model
+    )
 
 
 def with_accuracy(cm, accuracy):
@@ -224,10 +232,8 @@ def _serving_state(results):
 
 def test_regression_is_rejected_and_nothing_serving_changes(results):
     status, observed = _serving_state(results)
-    worse = succeeded(results, "v2")
-    worse_cm = with_accuracy(
-        render.artifact_configmap(cr("v2"), "v2", worse.metadata, worse.model), 0.9
-    )
+    worse = scored(succeeded(results, "v2"), 0.9)
+    worse_cm = render.artifact_configmap(cr("v2"), "v2", worse.metadata, worse.model)
     obs = Observed(
         jobs={**observed.jobs, "v2": job()},
         artifacts={**observed.artifacts, "v2": worse_cm},
@@ -235,7 +241,8 @@ def test_regression_is_rejected_and_nothing_serving_changes(results):
         service=observed.service,
         loadgen=observed.loadgen,
     )
-    p = plan(cr("v2", status=status, generation=2), obs, {}, SETTINGS, T2)
+    # Stored in an earlier pass whose status write was lost: the Job's result is read again.
+    p = plan(cr("v2", status=status, generation=2), obs, {"v2": worse}, SETTINGS, T2)
     assert p.status["phase"] == "Degraded" and p.status["servingVersion"] == "v1"
     assert p.status["gate"]["result"] == "Rejected"
     assert p.status["gate"]["reason"] == "RegressionDetected"
@@ -264,17 +271,15 @@ def test_failed_training_with_nothing_serving_is_failed_and_not_retried():
 
 def test_rollback_to_a_kept_version_needs_no_training(results):
     status, observed = _serving_state(results)
-    better = succeeded(results, "v2")
-    v2_cm = with_accuracy(
-        render.artifact_configmap(cr("v2"), "v2", better.metadata, better.model), 0.99
-    )
+    better = scored(succeeded(results, "v2"), 0.99)
+    v2_cm = render.artifact_configmap(cr("v2"), "v2", better.metadata, better.model)
     obs = Observed(
         jobs={**observed.jobs, "v2": job()},
         artifacts={**observed.artifacts, "v2": v2_cm},
         server=observed.server,
         service=observed.service,
     )
-    p = plan(cr("v2", status=status, loadRate=0), obs, {}, SETTINGS, T2)
+    p = plan(cr("v2", status=status, loadRate=0), obs, {"v2": better}, SETTINGS, T2)
     assert p.status["gate"]["reason"] == "Improved"
     server = next(m for m in p.apply if m["metadata"]["name"] == "iris-server")
     assert server["spec"]["template"]["metadata"]["labels"]["modelops.dev/version"] == "v2"
@@ -289,8 +294,16 @@ def test_rollback_to_a_kept_version_needs_no_training(results):
 
 def test_old_versions_beyond_history_are_deleted(results):
     status, observed = _serving_state(results)
+    sha = succeeded(results).metadata["model_sha256"]
     status["history"] = [
-        {"version": f"v{i}", "outcome": "Rejected", "accuracy": 0.5, "reason": "x", "message": "m"}
+        {
+            "version": f"v{i}",
+            "outcome": "Rejected",
+            "accuracy": 0.5,
+            "reason": "x",
+            "message": "m",
+            "modelSha256": sha,
+        }
         for i in (4, 3, 2)
     ] + status["history"]
     jobs = {f"v{i}": job() for i in range(1, 6)}
@@ -361,7 +374,10 @@ def test_rolled_out_needs_every_replica_of_the_version(results):
 def test_lost_status_is_rebuilt_from_the_children(results):
     """A resource restored without status (e.g. from Git) adopts what the Deployment serves."""
     _, observed = _serving_state(results)
-    p = plan(cr(), observed, {}, SETTINGS, T2)
+    # No record of v1's digest: the engine reads v1's Job again (harvest_needed), which vouches
+    # for the stored ConfigMap.
+    assert harvest_needed(cr(), observed) == ["v1"]
+    p = plan(cr(), observed, {"v1": succeeded(results)}, SETTINGS, T2)
     assert p.status["servingVersion"] == "v1" and p.status["phase"] == "Serving"
     assert p.status["accuracy"] == pytest.approx(0.966667)
     assert not p.create and not p.apply  # no retraining, nothing re-rolled

@@ -75,10 +75,15 @@ def test_trainer_args_parse_with_the_real_cli():
     from modelops_trainer.cli import build_parser
 
     s = spec(training={"testSize": 0.25, "seed": 7, "dataset": {"url": "https://h/d.csv"}})
-    args = build_parser().parse_args(render.trainer_args(CR, s))
+    args = build_parser().parse_args(render.trainer_args(CR, s, SETTINGS))
     assert args.version == "v2" and args.test_size == 0.25 and args.seed == 7
     assert args.dataset == "https://h/d.csv" and args.emit_artifact
     assert str(args.result_file) == "/dev/termination-log"
+    # The admin's download policy travels with a URL dataset.
+    assert args.allowed_url_schemes == SETTINGS.dataset_url_schemes
+    assert args.allowed_url_hosts == ()
+    assert args.max_download_bytes == SETTINGS.dataset_max_bytes
+    assert args.download_timeout == SETTINGS.dataset_timeout_seconds
 
 
 def test_trainer_job_mounts_a_configmap_dataset():
@@ -96,7 +101,7 @@ def test_artifact_configmap_is_immutable_and_exact():
     cm = render.artifact_configmap(CR, "v2", metadata, b"\x00model")
     assert cm["metadata"]["name"] == "iris-model-v2" and cm["immutable"] is True
     _assert_owned(cm, "model")
-    assert base64.b64decode(cm["binaryData"]["model.joblib"]) == b"\x00model"
+    assert base64.b64decode(cm["binaryData"]["model.params"]) == b"\x00model"
     assert json.loads(cm["data"]["metadata.json"]) == metadata
     assert cm["metadata"]["annotations"]["modelops.dev/accuracy"] == "0.9"
 

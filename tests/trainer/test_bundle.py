@@ -40,7 +40,7 @@ def test_small_models_ride_in_the_termination_message(tmp_path, capsys, algorith
     metadata, model = bundle.unpack(summary[bundle.SUMMARY_KEY])
     assert summary["modelSha256"] == metadata["model_sha256"]
     assert summary["accuracy"] == metadata["metrics"]["test_accuracy"]
-    assert model == (tmp_path / "models" / "v1" / "model.joblib").read_bytes()
+    assert model == (tmp_path / "models" / "v1" / "model.params").read_bytes()
     # The same bundle is also the framed log line.
     assert bundle.find_in_log(out) == summary[bundle.SUMMARY_KEY]
 

@@ -43,7 +43,7 @@ def test_train_writes_artifact_and_result(tmp_path):
     assert json.loads(result_file.read_text()) == printed
     assert printed["status"] == "Succeeded"
     assert printed["accuracy"] >= 0.9
-    assert (tmp_path / "m" / "v1" / "model.joblib").is_file()
+    assert (tmp_path / "m" / "v1" / "model.params").is_file()
 
 
 def test_params_flags_and_json_merge(tmp_path):

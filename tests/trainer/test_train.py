@@ -3,7 +3,6 @@
 import json
 import os
 
-import joblib
 import pytest
 
 from modelops_contract.artifact import (
@@ -12,6 +11,7 @@ from modelops_contract.artifact import (
     read_metadata,
     verify,
 )
+from modelops_contract.params import decode
 from modelops_trainer.data import DataError
 from modelops_trainer.pipeline import ParamError, algorithm_names, build_pipeline
 from modelops_trainer.train import (
@@ -45,10 +45,13 @@ def test_default_iris_model(tmp_path):
     matrix = meta["metrics"]["confusion_matrix"]
     assert sum(map(sum, matrix)) == 30
     assert meta["metrics"]["per_class"]["setosa"]["support"] == 10  # stratified split
-    assert set(meta["libraries"]) == {"python", "scikit-learn", "numpy", "joblib"}
-    assert sorted(p.name for p in result.artifact.iterdir()) == ["metadata.json", "model.joblib"]
-    model = joblib.load(result.artifact / "model.joblib")
-    assert list(model.named_steps) == ["imputer", "scaler", "classifier"]
+    assert set(meta["libraries"]) == {"python", "scikit-learn", "numpy"}
+    assert sorted(p.name for p in result.artifact.iterdir()) == ["metadata.json", "model.params"]
+    model, arrays = decode((result.artifact / "model.params").read_bytes())
+    assert model["kind"] == "modelops.dev/model-params/v1"
+    assert model["head"]["type"] == "knn" and model["head"]["estimator"]["n_neighbors"] == 5
+    assert arrays["knn.fit_x"].shape == (120, 4)  # the training split: what a KNN stores
+    assert list(result.pipeline.named_steps) == ["imputer", "scaler", "classifier"]
     assert verify(result.artifact)["version"] == "v1"
 
 
@@ -67,8 +70,8 @@ def test_deterministic_apart_from_timestamps(tmp_path):
         meta.pop("created_at")
         meta.pop("version")
     assert a == b
-    assert (first.artifact / "model.joblib").read_bytes() == (
-        second.artifact / "model.joblib"
+    assert (first.artifact / "model.params").read_bytes() == (
+        second.artifact / "model.params"
     ).read_bytes()
 
 
@@ -154,7 +157,7 @@ def test_unsplittable_dataset(tmp_path):
 
 def test_corrupt_artifact_is_detected(tmp_path):
     result = train(TrainConfig(version="v1", output_dir=tmp_path))
-    model = result.artifact / "model.joblib"
+    model = result.artifact / "model.params"
     model.chmod(0o644)
     model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ArtifactError, match="is corrupt"):

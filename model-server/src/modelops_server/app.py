@@ -129,7 +129,7 @@ def create_app(settings: ServerSettings, model: LoadedModel | None = None) -> Fa
                 load_model,
                 settings.artifact_dir,
                 settings.model_name,
-                vectorised=settings.vectorised,
+                expected_sha256=settings.model_sha256,
             )
         loaded = state.model
         if not loaded.warm:

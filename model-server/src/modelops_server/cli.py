@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
     parser.add_argument("--model-name", help="name under /v2/models/ (default: the artifact's)")
+    parser.add_argument("--model-sha256", help="refuse a model file without this sha256")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error", "critical"])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
@@ -46,6 +47,7 @@ def load_settings(args: argparse.Namespace) -> ServerSettings:
             "host": args.host,
             "port": args.port,
             "model_name": args.model_name,
+            "model_sha256": args.model_sha256,
             "log_level": args.log_level,
         }.items()
         if value is not None
@@ -83,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model = load_model(
-            settings.artifact_dir, settings.model_name, vectorised=settings.vectorised
+            settings.artifact_dir,
+            settings.model_name,
+            expected_sha256=settings.model_sha256,
         )
         model.warm_up()
     except ModelLoadError as exc:

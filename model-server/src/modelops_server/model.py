@@ -1,11 +1,14 @@
-"""Loading one model version from a trainer artifact and getting it ready to serve."""
+"""Loading one model version from a trainer artifact and getting it ready to serve.
+
+The model file is a parameter file (:mod:`modelops_contract.params`): numbers, never code.
+Pickled models (artifact format v1, ``model.joblib``) are refused.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +16,16 @@ import numpy as np
 
 from modelops_contract.artifact import ArtifactError, accuracy_of, model_file, verify
 from modelops_contract.iris import FEATURE_NAMES
+from modelops_contract.params import Array, decode, probe_rows
 
 from .errors import ModelLoadError
-from .predictor import EstimatorPredictor, Matrix, Predictor, compile_predictor, self_check
+from .predictor import InvalidParams, Matrix, Predictor, predictor_from_params, self_check
 
 log = logging.getLogger("modelops_server.model")
 
 # Physically sensible range of every feature, in centimetres (Iris spans 0.1-7.9 cm).
 FEATURE_MIN_CM = 0.0  # exclusive: a flower part has a positive size
 FEATURE_MAX_CM = 100.0  # inclusive
-# Rows the start-up self-check and warm-up predict with.
-SELF_CHECK_ROWS = 512
 _TRAIN_HINT = (
     "train one with `modelops-trainer train --version v1 --output-dir DIR` and set "
     "MODELOPS_SERVER_ARTIFACT_DIR (or --artifact-dir) to DIR/v1"
@@ -32,7 +34,7 @@ _TRAIN_HINT = (
 
 @dataclass
 class LoadedModel:
-    """A verified, loaded model version with the predictor chosen for it."""
+    """A verified, loaded model version with the predictor built from its parameters."""
 
     name: str
     version: str
@@ -42,59 +44,51 @@ class LoadedModel:
     features: tuple[str, ...]
     artifact_dir: Path
     metadata: dict[str, Any]
-    pipeline: Any
     predictor: Predictor
     predictor_reason: str
+    probe: Matrix
     load_seconds: float = 0.0
     warm: bool = False
-    _exact: EstimatorPredictor | None = field(default=None, repr=False)
 
     def predict(self, x: Matrix) -> tuple[np.ndarray, Matrix]:
         return self.predictor.predict(x)
 
     def warm_up(self) -> None:
-        """Run every code path once and prove the fast path against the estimator.
-
-        A difference (e.g. a scikit-learn release that changed its arithmetic) switches the
-        server to the estimator path instead of serving different answers.
-        """
-        rows = _sample_rows(self.pipeline, SELF_CHECK_ROWS)
-        exact = self._exact or EstimatorPredictor(self.pipeline, self.classes)
-        if self.predictor.kind != exact.kind:
-            problem = self_check(self.predictor, exact, rows) or self_check(
-                self.predictor, exact, rows[:1]
-            )
-            if problem is not None:
-                log.warning(
-                    "vectorised predictor disagrees with the estimator (%s); serving with the "
-                    "estimator itself",
-                    problem,
-                )
-                self.predictor = exact
-                self.predictor_reason = f"estimator path: self-check failed ({problem})"
+        """Run every code path once (batch sizes 1, 2, 8) before the first request."""
+        prepare = getattr(self.predictor, "prepare", None)
+        if prepare is not None:
+            prepare()
         for n in (1, 2, 8):
-            self.predictor.predict(rows[:n])
+            self.predictor.predict(self.probe[:n].copy())
         self.warm = True
 
 
 def load_model(
-    artifact_dir: Path, name: str | None = None, *, vectorised: bool = True
+    artifact_dir: Path,
+    name: str | None = None,
+    *,
+    expected_sha256: str | None = None,
 ) -> LoadedModel:
-    """Verify and load the artifact; raise :class:`ModelLoadError` with a one-line reason."""
+    """Verify and load the artifact; raise :class:`ModelLoadError` with a one-line reason.
+
+    `expected_sha256` is the digest the operator recorded when it trained and gated this
+    version: the artifact store is not trusted to say what it holds, so a model whose bytes do
+    not have that digest is refused before it is read.
+    """
     started = time.perf_counter()
     if not artifact_dir.exists():
         raise ModelLoadError(f"artifact directory {artifact_dir} does not exist; {_TRAIN_HINT}")
     if not artifact_dir.is_dir():
         raise ModelLoadError(
             f"artifact path {artifact_dir} is not a directory; point it at a model version "
-            "directory holding metadata.json and model.joblib"
+            "directory holding metadata.json and model.params"
         )
     try:
         metadata = verify(artifact_dir)
         accuracy = accuracy_of(metadata)
     except ArtifactError as exc:
         raise ModelLoadError(f"{exc}; retrain this version or serve another one") from None
-
+    _check_digest(artifact_dir, metadata, expected_sha256)
     features = tuple(str(f) for f in metadata.get("features") or ())
     if features != FEATURE_NAMES:
         raise ModelLoadError(
@@ -105,81 +99,88 @@ def load_model(
     if not isinstance(classes_raw, list) or len(classes_raw) < 2:
         raise ModelLoadError(f"model metadata of {artifact_dir} lists no classes; retrain it")
     classes = tuple(str(c) for c in classes_raw)
-
-    pipeline = _load_pipeline(artifact_dir / model_file(metadata))
-    _check_pipeline(pipeline, artifact_dir, classes)
-
-    exact = EstimatorPredictor(pipeline, classes)
-    if vectorised:
-        predictor, reason = compile_predictor(pipeline, classes)
-    else:
-        predictor, reason = exact, "estimator path: vectorised predictor disabled by settings"
+    predictor, reason, probe = _build(artifact_dir, metadata, classes)
     return LoadedModel(
         name=name or str(metadata.get("name") or "model"),
         version=str(metadata.get("version") or artifact_dir.name),
-        algorithm=str(metadata.get("algorithm") or type(pipeline).__name__),
+        algorithm=str(metadata.get("algorithm") or "unknown"),
         accuracy=accuracy,
         classes=classes,
         features=features,
         artifact_dir=artifact_dir,
         metadata=metadata,
-        pipeline=pipeline,
         predictor=predictor,
         predictor_reason=reason,
+        probe=probe,
         load_seconds=time.perf_counter() - started,
-        _exact=exact,
     )
 
 
-def _load_pipeline(path: Path) -> Any:
-    import joblib
-
+def _build(
+    artifact_dir: Path, metadata: dict[str, Any], classes: tuple[str, ...]
+) -> tuple[Predictor, str, Matrix]:
+    """Parse the parameter file, build its predictor and prove it on the recorded probe."""
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            pipeline = joblib.load(path)
-    except Exception as exc:  # unpickling runs arbitrary code paths: report, never crash
+        model, raw = decode((artifact_dir / model_file(metadata)).read_bytes())
+        if model.get("classes") != list(classes):
+            raise InvalidParams(
+                "its classes differ from the metadata's: the artifact is inconsistent"
+            )
+        layout = model.get("layout") or {}
+        if not isinstance(layout, dict):
+            raise InvalidParams("its array layout is not a mapping")
+        arrays = {name: to_numpy(a, layout.get(name) == "F") for name, a in raw.items()}
+        predictor, reason = predictor_from_params(model, arrays, len(FEATURE_NAMES))
+        probe, expected = _probe(model, arrays, len(classes))
+    except ArtifactError as exc:
+        raise ModelLoadError(f"{exc}; retrain this version or serve another one") from None
+    except InvalidParams as exc:
         raise ModelLoadError(
-            f"model file {path} cannot be loaded ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it may come from an "
-            "incompatible scikit-learn version: retrain it with this image's trainer"
+            f"model parameters in {artifact_dir} cannot be used: {exc}; retrain this version"
         ) from None
-    for warning in caught:
-        if "InconsistentVersionWarning" in type(warning.message).__name__:
-            log.warning("model %s: %s", path, str(warning.message).splitlines()[0])
-    return pipeline
-
-
-def _check_pipeline(pipeline: Any, artifact_dir: Path, classes: tuple[str, ...]) -> None:
-    if not hasattr(pipeline, "predict_proba") or not hasattr(pipeline, "predict"):
+    problem = self_check(predictor, expected, probe)
+    if problem is not None:
         raise ModelLoadError(
-            f"model in {artifact_dir} is a {type(pipeline).__name__}, not a classifier with "
-            "predict_proba; retrain it with modelops-trainer"
+            f"model in {artifact_dir} does not reproduce the answers recorded when it was "
+            f"trained ({problem}); it is not served: retrain it with this release's trainer"
         )
-    fitted = [str(c) for c in getattr(pipeline, "classes_", [])]
-    if fitted != list(classes):
-        raise ModelLoadError(
-            f"model in {artifact_dir} predicts classes {fitted} but its metadata lists "
-            f"{list(classes)}; the artifact is inconsistent, retrain this version"
-        )
-    n_features = getattr(pipeline, "n_features_in_", len(FEATURE_NAMES))
-    if n_features != len(FEATURE_NAMES):
-        raise ModelLoadError(
-            f"model in {artifact_dir} takes {n_features} features, this server sends "
-            f"{len(FEATURE_NAMES)}; retrain it with the Iris feature columns"
-        )
+    return predictor, reason, probe
 
 
-def _sample_rows(pipeline: Any, n: int) -> Matrix:
-    """Rows spread over the training range (the scaler saw it), plus margins around it."""
-    low = np.array([4.3, 2.0, 1.0, 0.1])
-    high = np.array([7.9, 4.4, 6.9, 2.5])
-    for _, step in getattr(pipeline, "steps", []):
-        if hasattr(step, "data_min_") and hasattr(step, "data_max_"):
-            low = np.asarray(step.data_min_, dtype=np.float64)
-            high = np.asarray(step.data_max_, dtype=np.float64)
-            break
-    span = np.maximum(high - low, 1e-3)
-    rng = np.random.default_rng(20240601)
-    rows = rng.uniform(low - 0.25 * span, high + 0.25 * span, size=(n, len(low)))
-    return np.clip(rows, 1e-3, FEATURE_MAX_CM)
+def to_numpy(array: Array, fortran: bool = False) -> Any:
+    """One array of a parameter file as numpy data the predictors can use."""
+    # A copy in numpy's own memory, in the memory order the trained estimator kept the array
+    # in: BLAS kernels may round a product differently by alignment and layout.
+    values = np.frombuffer(array.data, dtype=array.dtype).reshape(array.shape)
+    return np.array(values, order="F" if fortran else "C")
+
+
+def _probe(
+    model: dict[str, Any], arrays: dict[str, Any], n_classes: int
+) -> tuple[Matrix, tuple[np.ndarray, Matrix]]:
+    spec = model.get("probe")
+    if not isinstance(spec, dict) or not isinstance(spec.get("rows"), int):
+        raise InvalidParams("it records no probe rows")
+    try:
+        rows = probe_rows(spec["low"], spec["high"], spec["rows"])
+        probe = np.asarray(rows, dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise InvalidParams("its probe range is not two lists of numbers") from None
+    if probe.shape != (spec["rows"], len(FEATURE_NAMES)) or not 8 <= spec["rows"] <= 4096:
+        raise InvalidParams("its probe rows do not fit the features")
+    labels, proba = arrays.get("probe.labels"), arrays.get("probe.proba")
+    if labels is None or proba is None or proba.shape != (probe.shape[0], n_classes):
+        raise InvalidParams("it records no answers for its probe rows")
+    return probe, (labels.astype(np.intp), proba)
+
+
+def _check_digest(
+    artifact_dir: Path, metadata: dict[str, Any], expected_sha256: str | None
+) -> None:
+    # verify() proved the file matches metadata's digest; it must also be the expected one.
+    if expected_sha256 is not None and metadata.get("model_sha256") != expected_sha256:
+        raise ModelLoadError(
+            f"model in {artifact_dir} has sha256 {str(metadata.get('model_sha256'))[:12]}…, not "
+            f"the {expected_sha256[:12]}… this server was told to serve: the artifact was "
+            "replaced or is not the version that passed the gate; it is not served"
+        )

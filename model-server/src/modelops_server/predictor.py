@@ -2,13 +2,17 @@
 
 scikit-learn spends ~0.2-10 ms of fixed overhead per ``predict`` call (input validation,
 dispatch, joblib for forests) whatever the batch size, which caps a one-row-per-request API at
-a few hundred requests per second. :func:`compile_predictor` rebuilds the fitted pipeline's
-arithmetic in plain numpy, doing the same floating-point operations in the same order as
-scikit-learn, so labels and probabilities are bit-for-bit those of the estimator (the test
-suite checks this on all Iris rows and 10,000 random points per algorithm, and
-:func:`self_check` repeats it at start-up). Anything the numpy path does not replicate
-exactly falls back to the estimator itself: unknown pipeline steps or hyperparameters as a
-whole, and KNN rows whose k-th neighbour is tied with the next one row by row.
+a few hundred requests per second. The server therefore never loads an estimator: it builds
+the fitted pipeline's arithmetic in plain numpy from the artifact's parameter file
+(:mod:`modelops_contract.params`, written by ``modelops_trainer.export``), doing the same
+floating-point operations in the same order as scikit-learn, so labels and probabilities are
+bit-for-bit those of the trained pipeline (the test suite checks this on all Iris rows and
+10,000 random points per algorithm; the server repeats it on the probe rows recorded in the
+file before it serves). KNN is the one exception, because its answer near ties depends on how
+scikit-learn's tree orders equal distances: rows whose k-th neighbour is tied with the next one,
+and KNN configurations without a vectorised form, are answered by scikit-learn's own
+``KNeighborsClassifier`` rebuilt from the stored training points (fitting a KNN only stores
+them, so the rebuilt model is the trained one).
 """
 
 from __future__ import annotations
@@ -39,20 +43,8 @@ class Predictor(Protocol):
     def predict(self, x: Matrix) -> tuple[Indices, Matrix]: ...
 
 
-class EstimatorPredictor:
-    """The fitted pipeline's own ``predict`` and ``predict_proba``: always exact, slower."""
-
-    kind = "estimator"
-
-    def __init__(self, pipeline: Any, classes: Sequence[str]) -> None:
-        self._pipeline = pipeline
-        self._index = {label: i for i, label in enumerate(classes)}
-
-    def predict(self, x: Matrix) -> tuple[Indices, Matrix]:
-        proba = np.asarray(self._pipeline.predict_proba(x), dtype=np.float64)
-        labels = self._pipeline.predict(x)
-        indices = np.fromiter((self._index[str(v)] for v in labels), np.intp, len(labels))
-        return indices, proba
+class InvalidParams(ValueError):
+    """The parameter file does not describe a model this server can run; says what is off."""
 
 
 @dataclass(frozen=True)
@@ -82,50 +74,89 @@ class _MinMax:
 
 
 class _Head(Protocol):
-    def run(self, x: Matrix, raw: Matrix) -> tuple[Indices, Matrix, npt.NDArray[np.bool_]]: ...
+    kind: str
+
+    def prepare(self) -> None: ...
+
+    def run(self, x: Matrix) -> tuple[Indices, Matrix, npt.NDArray[np.bool_]]: ...
+
+    def exact(self, x: Matrix) -> tuple[Indices, Matrix]: ...
 
 
 class VectorisedPredictor:
     """Preprocessing steps + one classifier head, all numpy; see the module docstring."""
 
-    kind = "vectorised"
-
-    def __init__(
-        self,
-        steps: Sequence[_Imputer | _MinMax],
-        head: _Head,
-        fallback: EstimatorPredictor,
-    ) -> None:
+    def __init__(self, steps: Sequence[_Imputer | _MinMax], head: _Head) -> None:
         self._steps = tuple(steps)
         self._head = head
-        self._fallback = fallback
+        self.kind = head.kind
+
+    def prepare(self) -> None:
+        """Build what a later request could need (scikit-learn's KNN), not on that request."""
+        self._head.prepare()
 
     def predict(self, x: Matrix) -> tuple[Indices, Matrix]:
         z = x
         for step in self._steps:
             z = step.apply(z)
-        indices, proba, undecided = self._head.run(z, x)
+        indices, proba, undecided = self._head.run(z)
         if undecided.any():
             rows = np.flatnonzero(undecided)
-            exact_indices, exact_proba = self._fallback.predict(x[rows])
+            exact_indices, exact_proba = self._head.exact(z[rows])
             indices[rows] = exact_indices
             proba[rows] = exact_proba
         return indices, proba
 
 
+class _KNNExact:
+    """scikit-learn's KNeighborsClassifier rebuilt from the stored points, built on first use."""
+
+    def __init__(self, fit_x: Matrix, y: Indices, params: dict[str, Any]) -> None:
+        self._fit_x = fit_x
+        self._y = y
+        self._params = params
+        self._model: Any = None
+
+    def prepare(self) -> None:
+        if self._model is None:
+            from sklearn.neighbors import KNeighborsClassifier
+
+            self._model = KNeighborsClassifier(**self._params).fit(self._fit_x, self._y)
+
+    def predict(self, x: Matrix) -> tuple[Indices, Matrix]:
+        self.prepare()
+        proba = np.asarray(self._model.predict_proba(x), dtype=np.float64)
+        return np.asarray(self._model.predict(x), dtype=np.intp), proba
+
+
 class _KNNHead:
-    def __init__(self, fit_x: Matrix, y: Indices, k: int, n_classes: int) -> None:
+    def __init__(self, fit_x: Matrix, y: Indices, n_classes: int, params: dict[str, Any]) -> None:
         self._fit_x = np.ascontiguousarray(fit_x, dtype=np.float64)
         self._y = y
-        self._k = k
+        self._k = int(params["n_neighbors"])
         self._n_classes = n_classes
         self._fit_norm_max = float(np.max(np.einsum("ij,ij->i", self._fit_x, self._fit_x)))
         self._chunk = max(1, _KNN_CHUNK_ELEMENTS // max(1, self._fit_x.size))
+        self._exact = _KNNExact(self._fit_x, y, params)
+        metric_ok = (params.get("metric") == "minkowski" and params.get("p") == 2) or (
+            params.get("metric") == "euclidean"
+        )
+        self.vectorised = params.get("weights") == "uniform" and metric_ok
+        self.vectorised = self.vectorised and not params.get("metric_params")
+        self.kind = "vectorised" if self.vectorised else "estimator"
 
-    def run(self, x: Matrix, raw: Matrix) -> tuple[Indices, Matrix, npt.NDArray[np.bool_]]:
+    def exact(self, x: Matrix) -> tuple[Indices, Matrix]:
+        return self._exact.predict(x)
+
+    def prepare(self) -> None:
+        self._exact.prepare()
+
+    def run(self, x: Matrix) -> tuple[Indices, Matrix, npt.NDArray[np.bool_]]:
         n = x.shape[0]
         indices = np.empty(n, dtype=np.intp)
         proba = np.empty((n, self._n_classes), dtype=np.float64)
+        if not self.vectorised:  # every row goes to scikit-learn's own KNN
+            return indices, proba, np.ones(n, dtype=np.bool_)
         undecided = np.zeros(n, dtype=np.bool_)
         if n == 1:
             self._run_one(x[0], indices, proba, undecided)
@@ -189,13 +220,23 @@ class _KNNHead:
         indices[...] = np.argmax(counts, axis=1)
 
 
-class _LogisticHead:
+class _NoFallback:
+    kind = "vectorised"
+
+    def prepare(self) -> None:
+        pass
+
+    def exact(self, x: Matrix) -> tuple[Indices, Matrix]:
+        raise AssertionError("this head decides every row itself")
+
+
+class _LogisticHead(_NoFallback):
     def __init__(self, coef: Matrix, intercept: Matrix, n_classes: int) -> None:
         self._coef_t = coef.T
         self._intercept = intercept
         self._binary = n_classes <= 2
 
-    def run(self, x: Matrix, raw: Matrix) -> tuple[Indices, Matrix, npt.NDArray[np.bool_]]:
+    def run(self, x: Matrix) -> tuple[Indices, Matrix, npt.NDArray[np.bool_]]:
         # As LinearClassifierMixin.decision_function / LogisticRegression.predict_proba.
         scores = x @ self._coef_t + self._intercept
         undecided = np.zeros(x.shape[0], dtype=np.bool_)
@@ -214,35 +255,24 @@ class _LogisticHead:
         return indices, proba, undecided
 
 
-class _ForestHead:
+class _ForestHead(_NoFallback):
     """One or many decision trees walked level by level, all trees and rows at once."""
 
-    def __init__(self, trees: Sequence[Any], n_classes: int, average: bool) -> None:
-        lefts, rights, features, thresholds, values, roots = [], [], [], [], [], []
-        offset = 0
-        for tree in trees:
-            left = tree.children_left.astype(np.intp)
-            right = tree.children_right.astype(np.intp)
-            leaf = left == -1
-            # Leaves point at themselves so the walk can run a fixed number of levels.
-            own = np.arange(tree.node_count, dtype=np.intp) + offset
-            lefts.append(np.where(leaf, own, left + offset))
-            rights.append(np.where(leaf, own, right + offset))
-            features.append(np.where(leaf, 0, tree.feature).astype(np.intp))
-            thresholds.append(tree.threshold.astype(np.float64))
-            values.append(np.asarray(tree.value, dtype=np.float64)[:, 0, :n_classes])
-            roots.append(offset)
-            offset += tree.node_count
-        self._left = np.concatenate(lefts)
-        self._right = np.concatenate(rights)
-        self._feature = np.concatenate(features)
-        self._threshold = np.concatenate(thresholds)
-        self._value = np.concatenate(values)
-        self._roots = np.asarray(roots, dtype=np.intp)
-        self._depth = max(int(tree.max_depth) for tree in trees)
+    def __init__(self, arrays: dict[str, Any], depth: int, average: bool) -> None:
+        left, right = arrays["trees.left"], arrays["trees.right"]
+        leaf = left == -1
+        # Leaves point at themselves so the walk can run a fixed number of levels.
+        own = np.arange(left.shape[0], dtype=np.intp)
+        self._left = np.where(leaf, own, left).astype(np.intp)
+        self._right = np.where(leaf, own, right).astype(np.intp)
+        self._feature = np.where(leaf, 0, arrays["trees.feature"]).astype(np.intp)
+        self._threshold = arrays["trees.threshold"]
+        self._value = arrays["trees.value"]
+        self._roots = arrays["trees.roots"].astype(np.intp)
+        self._depth = depth
         self._average = average
 
-    def run(self, x: Matrix, raw: Matrix) -> tuple[Indices, Matrix, npt.NDArray[np.bool_]]:
+    def run(self, x: Matrix) -> tuple[Indices, Matrix, npt.NDArray[np.bool_]]:
         n = x.shape[0]
         # Trees compare float32 features with float64 thresholds (sklearn's DTYPE).
         x32 = x.astype(np.float32)
@@ -263,24 +293,44 @@ class _ForestHead:
         return indices, proba, np.zeros(n, dtype=np.bool_)
 
 
-def compile_predictor(pipeline: Any, classes: Sequence[str]) -> tuple[Predictor, str]:
-    """Return the fastest exact predictor for `pipeline` and a one-line reason for the choice."""
-    fallback = EstimatorPredictor(pipeline, classes)
-    try:
-        steps, estimator = _split_pipeline(pipeline)
-        pre = [_compile_step(step) for step in steps]
-        head = _compile_head(estimator, len(classes))
-    except _Unsupported as exc:
-        return fallback, f"estimator path: {exc}"
-    if [str(c) for c in estimator.classes_] != list(classes):
-        return fallback, "estimator path: estimator classes differ from the metadata"
-    return VectorisedPredictor(pre, head, fallback), f"vectorised {type(estimator).__name__}"
+def predictor_from_params(
+    model: dict[str, Any], arrays: dict[str, Any], n_features: int
+) -> tuple[VectorisedPredictor, str]:
+    """The predictor a parameter file describes, and a one-line reason for its kind.
+
+    `arrays` maps names to numpy arrays (already shaped); every shape and index is checked
+    against the description first, so a damaged file fails here, not on a request.
+    """
+    classes = model.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise InvalidParams("it lists fewer than two classes")
+    n_classes = len(classes)
+    steps = _steps(model, arrays, n_features)
+    desc = model.get("head")
+    kind = desc.get("type") if isinstance(desc, dict) else None
+    head: _Head
+    if kind == "knn" and isinstance(desc, dict):
+        head = _knn_head(desc, arrays, n_classes, n_features)
+    elif kind == "linear":
+        head = _linear_head(arrays, n_classes, n_features)
+    elif kind == "trees" and isinstance(desc, dict):
+        head = _forest_head(desc, arrays, n_classes, n_features)
+    else:
+        raise InvalidParams(
+            f"its head is not a classifier this server knows (type {str(kind)[:32]!r}; "
+            "knn, linear or trees)"
+        )
+    predictor = VectorisedPredictor(steps, head)
+    if head.kind == "estimator":
+        reason = "estimator path: scikit-learn's KNN (no vectorised form for these hyperparameters)"
+        return predictor, reason
+    return predictor, f"vectorised {kind}"
 
 
-def self_check(fast: Predictor, exact: Predictor, x: Matrix) -> str | None:
-    """Compare two predictors on `x`; return a description of the first difference, if any."""
+def self_check(fast: Predictor, exact: tuple[Indices, Matrix], x: Matrix) -> str | None:
+    """Compare a predictor's answers on `x` with known ones; describe the first difference."""
     fast_idx, fast_proba = fast.predict(x)
-    exact_idx, exact_proba = exact.predict(x)
+    exact_idx, exact_proba = exact
     if not np.array_equal(fast_idx, exact_idx):
         row = int(np.flatnonzero(fast_idx != exact_idx)[0])
         return f"label differs on row {row} ({x[row].tolist()})"
@@ -289,63 +339,75 @@ def self_check(fast: Predictor, exact: Predictor, x: Matrix) -> str | None:
     return None
 
 
-class _Unsupported(Exception):
-    pass
+def _shape(arrays: dict[str, Any], name: str, shape: tuple[int | None, ...], dtype: str) -> Any:
+    array = arrays.get(name)
+    if array is None:
+        raise InvalidParams(f"array {name} is missing")
+    if array.dtype != np.dtype(dtype) or array.ndim != len(shape):
+        raise InvalidParams(f"array {name} has type {array.dtype} and {array.ndim} dimensions")
+    if any(want is not None and got != want for got, want in zip(array.shape, shape, strict=True)):
+        raise InvalidParams(f"array {name} has shape {list(array.shape)}, not {list(shape)}")
+    if dtype == "<f8" and not np.isfinite(array).all() and name != "trees.threshold":
+        raise InvalidParams(f"array {name} holds NaN or infinite values")
+    return array
 
 
-def _split_pipeline(pipeline: Any) -> tuple[list[Any], Any]:
-    steps = getattr(pipeline, "steps", None)
-    if not isinstance(steps, list) or not steps:
-        return [], pipeline
-    return [step for _, step in steps[:-1]], steps[-1][1]
+def _steps(model: dict[str, Any], arrays: dict[str, Any], n: int) -> list[_Imputer | _MinMax]:
+    clip = (model.get("scaler") or {}).get("clip")
+    if clip is not None and (
+        not isinstance(clip, list) or len(clip) != 2 or not all(isinstance(c, float) for c in clip)
+    ):
+        raise InvalidParams("its scaler clip range is not two numbers")
+    return [
+        _Imputer(_shape(arrays, "imputer.statistics", (n,), "<f8")),
+        _MinMax(
+            _shape(arrays, "scaler.scale", (n,), "<f8"),
+            _shape(arrays, "scaler.offset", (n,), "<f8"),
+            (clip[0], clip[1]) if clip else None,
+        ),
+    ]
 
 
-def _compile_step(step: Any) -> _Imputer | _MinMax:
-    name = type(step).__name__
-    if name == "SimpleImputer":
-        stats = np.asarray(step.statistics_, dtype=np.float64)
-        if getattr(step, "add_indicator", False) or not np.isfinite(stats).all():
-            raise _Unsupported("SimpleImputer with indicators or empty features")
-        return _Imputer(stats)
-    if name == "MinMaxScaler":
-        clip = tuple(map(float, step.feature_range)) if step.clip else None
-        return _MinMax(
-            np.asarray(step.scale_, dtype=np.float64),
-            np.asarray(step.min_, dtype=np.float64),
-            clip,  # type: ignore[arg-type]
-        )
-    raise _Unsupported(f"pipeline step {name} has no vectorised form")
+def _knn_head(desc: dict[str, Any], arrays: dict[str, Any], c: int, n: int) -> _KNNHead:
+    fit_x = _shape(arrays, "knn.fit_x", (None, n), "<f8")
+    y = _shape(arrays, "knn.y", (fit_x.shape[0],), "<i8")
+    params = desc.get("estimator")
+    if not isinstance(params, dict):
+        raise InvalidParams("its knn has no hyperparameters")
+    k = params.get("n_neighbors")
+    if not isinstance(k, int) or not 1 <= k <= fit_x.shape[0]:
+        raise InvalidParams(f"its knn n_neighbors {k!r} is not between 1 and the points stored")
+    if y.size and (y.min() < 0 or y.max() >= c or len(set(y.tolist())) != c):
+        raise InvalidParams("its knn labels do not cover exactly its classes")
+    return _KNNHead(fit_x, y.astype(np.intp), c, params)
 
 
-def _compile_head(estimator: Any, n_classes: int) -> _Head:
-    name = type(estimator).__name__
-    if name == "KNeighborsClassifier":
-        metric_ok = (estimator.metric == "minkowski" and estimator.p == 2) or (
-            estimator.metric == "euclidean"
-        )
-        if estimator.weights != "uniform" or not metric_ok or estimator.metric_params:
-            raise _Unsupported("KNN with non-uniform weights or a non-euclidean metric")
-        y = np.asarray(estimator._y)
-        if y.ndim != 1:
-            raise _Unsupported("multi-output KNN")
-        return _KNNHead(estimator._fit_X, y.astype(np.intp), estimator.n_neighbors, n_classes)
-    if name == "LogisticRegression":
-        return _LogisticHead(
-            np.asarray(estimator.coef_, dtype=np.float64),
-            np.asarray(estimator.intercept_, dtype=np.float64),
-            n_classes,
-        )
-    if name == "DecisionTreeClassifier":
-        _check_tree_outputs(estimator)
-        return _ForestHead([estimator.tree_], n_classes, average=False)
-    if name == "RandomForestClassifier":
-        if estimator.n_jobs not in (None, 1):
-            raise _Unsupported("forest with n_jobs > 1 sums trees in a nondeterministic order")
-        _check_tree_outputs(estimator)
-        return _ForestHead([e.tree_ for e in estimator.estimators_], n_classes, average=True)
-    raise _Unsupported(f"{name} has no vectorised form")
+def _linear_head(arrays: dict[str, Any], c: int, n: int) -> _LogisticHead:
+    rows = 1 if c == 2 else c
+    coef = _shape(arrays, "linear.coef", (rows, n), "<f8")
+    return _LogisticHead(coef, _shape(arrays, "linear.intercept", (rows,), "<f8"), c)
 
 
-def _check_tree_outputs(estimator: Any) -> None:
-    if getattr(estimator, "n_outputs_", 1) != 1:
-        raise _Unsupported("multi-output trees")
+def _forest_head(desc: dict[str, Any], arrays: dict[str, Any], c: int, n: int) -> _ForestHead:
+    left = _shape(arrays, "trees.left", (None,), "<i8")
+    nodes = left.shape[0]
+    found = {
+        name: _shape(arrays, name, (nodes,), "<i8") for name in ("trees.right", "trees.feature")
+    }
+    threshold = _shape(arrays, "trees.threshold", (nodes,), "<f8")
+    _shape(arrays, "trees.value", (nodes, c), "<f8")
+    roots = _shape(arrays, "trees.roots", (None,), "<i8")
+    depth = desc.get("max_depth")
+    if not isinstance(depth, int) or not 0 <= depth <= nodes or not roots.size or not nodes:
+        raise InvalidParams("its trees have no valid depth, root or node")
+    for children in (left, found["trees.right"]):
+        if ((children < -1) | (children >= nodes)).any():
+            raise InvalidParams("its trees point at nodes that do not exist")
+    if ((roots < 0) | (roots >= nodes)).any():
+        raise InvalidParams("its trees start at nodes that do not exist")
+    internal = left != -1
+    if ((found["trees.feature"][internal] < 0) | (found["trees.feature"][internal] >= n)).any():
+        raise InvalidParams("its trees split on features that do not exist")
+    if not np.isfinite(threshold[internal]).all():
+        raise InvalidParams("its trees have thresholds that are not numbers")
+    return _ForestHead(arrays, depth, bool(desc.get("average")))

@@ -22,6 +22,12 @@ class ServerSettings(BaseSettings):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
         description="name served under /v2/models/{name}; default: the artifact's name",
     )
+    model_sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 the model file must have (the operator sets the digest it "
+        "recorded); anything else is refused",
+    )
     host: str = Field(default="0.0.0.0", description="address to listen on")
     port: int = Field(default=8000, ge=0, le=65535, description="port to listen on")
     max_batch_size: int = Field(
@@ -34,8 +40,5 @@ class ServerSettings(BaseSettings):
     access_log: bool = Field(default=False, description="log every request (costs throughput)")
     metrics_enabled: bool = Field(
         default=True, description="collect Prometheus metrics (off only to measure their cost)"
-    )
-    vectorised: bool = Field(
-        default=True, description="use the exact numpy predict path when the model allows it"
     )
     timeout_keep_alive: int = Field(default=5, ge=1, description="idle keep-alive (seconds)")

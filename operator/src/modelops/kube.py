@@ -371,7 +371,7 @@ class Kube:
             )
         return Observed(
             jobs=by_version(jobs),
-            artifacts=by_version(configmaps),
+            artifacts=self._artifacts(cr, by_version(configmaps)),
             server=deployments.get(render.server_name(name)),
             service=services.get(render.service_name(name)),
             loadgen=deployments.get(render.loadgen_name(name)),
@@ -379,6 +379,24 @@ class Kube:
             pod_monitor=pod_monitor,
             monitoring_crds=monitoring,
         )
+
+    def _artifacts(
+        self, cr: Mapping[str, Any], listed: dict[str, dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """The listed artifacts, plus whatever holds the name of the artifact of the spec's
+        and the serving version without being listed (unlabelled, or not owned): the planner
+        must see such an object to refuse it, not overwrite or mount it blindly."""
+        meta = cr["metadata"]
+        versions = {cr["spec"]["modelVersion"], (cr.get("status") or {}).get("servingVersion")}
+        found = dict(listed)
+        for version in sorted(v for v in versions if v and v not in listed):
+            path = object_path(
+                "v1", "ConfigMap", meta["namespace"], render.artifact_name(meta["name"], version)
+            )
+            existing = self.get(path)
+            if existing is not None:
+                found[version] = existing
+        return found
 
     def read(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
         # The resource and its children are read at once (children are filtered by the

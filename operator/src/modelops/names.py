@@ -78,6 +78,11 @@ REASON_TRAINING_FAILED: Final = "TrainingFailed"
 REASON_SETTLED: Final = "Settled"
 REASON_AS_EXPECTED: Final = "AsExpected"
 REASON_ARTIFACT_MISSING: Final = "ArtifactMissing"
+# A ConfigMap under the artifact's name that the operator did not store for this resource.
+REASON_ARTIFACT_NOT_TRUSTED: Final = "ArtifactNotTrusted"
+# The spec asks for what the operator's admin settings do not allow (docs/security.md).
+REASON_IMAGE_NOT_ALLOWED: Final = "ImageNotAllowed"
+REASON_DATASET_URL_NOT_ALLOWED: Final = "DatasetURLNotAllowed"
 REASON_NO_MODEL: Final = "NoModel"
 REASON_UNKNOWN: Final = "Unknown"
 

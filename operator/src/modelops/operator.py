@@ -201,10 +201,14 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         settings.peering.standalone = standalone
         settings.peering.name = peering
         settings.peering.priority = priority
+        # Watching listed namespaces: kopf takes them as given instead of listing namespaces
+        # and CRDs cluster-wide, which the namespaced RBAC (config/rbac/namespaced) denies.
+        settings.scanning.disabled = namespaced
         for group, version, plural in CHILD_WATCHES:
             settings.watching.label_selectors[group, version, plural] = child_selector(plural)
 
     resync = settings.resync_seconds
+    namespaced = bool(settings.namespaces)
     peering = settings.peering_name
     standalone = settings.standalone
     priority = settings.priority

@@ -37,6 +37,28 @@ class Settings:
     # Server-side apply field manager: shows who owns the fields in managedFields.
     field_manager: str = "modelops"
     loadgen_metrics_port: int = 9100
+    # What creating a ModelDeployment may ask for (docs/security.md). spec.serving.image must
+    # start with one of these; empty: only the repository of server_image (any tag or digest).
+    allowed_image_prefixes: tuple[str, ...] = ()
+    # spec.training.dataset.url: schemes and hosts (empty: any; ".example.org" allows its
+    # subdomains), checked by the operator and again by the trainer on every redirect.
+    dataset_url_schemes: tuple[str, ...] = ("https", "http")
+    dataset_url_hosts: tuple[str, ...] = ()
+    dataset_max_bytes: int = 64 * 1024 * 1024
+    dataset_timeout_seconds: float = 30.0
+
+    def image_allowed(self, image: str) -> bool:
+        if self.allowed_image_prefixes:
+            return image.startswith(self.allowed_image_prefixes)
+        repository = _repository(self.server_image)
+        return image == repository or image.startswith((f"{repository}:", f"{repository}@"))
+
+    @property
+    def image_rule(self) -> str:
+        """The image rule in words, for a condition message."""
+        if self.allowed_image_prefixes:
+            return "images starting with " + ", ".join(self.allowed_image_prefixes)
+        return f"only {_repository(self.server_image)} (set MODELOPS_ALLOWED_IMAGE_PREFIXES)"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -74,9 +96,12 @@ class Settings:
         log_format = text("MODELOPS_LOG_FORMAT", base.log_format)
         if log_format not in ("json", "text"):
             raise SettingsError(f"MODELOPS_LOG_FORMAT={log_format!r}: use json or text")
-        namespaces = tuple(
-            ns.strip() for ns in env.get("MODELOPS_WATCH_NAMESPACES", "").split(",") if ns.strip()
-        )
+
+        def words(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            found = tuple(w.strip() for w in env.get(name, "").split(",") if w.strip())
+            return found or default
+
+        namespaces = words("MODELOPS_WATCH_NAMESPACES", ())
         return cls(
             trainer_image=text("MODELOPS_TRAINER_IMAGE", base.trainer_image),
             server_image=text("MODELOPS_SERVER_IMAGE", base.server_image),
@@ -91,4 +116,23 @@ class Settings:
             priority=int(number("MODELOPS_PRIORITY", base.priority, -(2**31), 2**31 - 1)),
             log_format=log_format,
             log_level=text("MODELOPS_LOG_LEVEL", base.log_level).upper(),
+            allowed_image_prefixes=words("MODELOPS_ALLOWED_IMAGE_PREFIXES", ()),
+            dataset_url_schemes=tuple(
+                s.lower() for s in words("MODELOPS_DATASET_URL_SCHEMES", base.dataset_url_schemes)
+            ),
+            dataset_url_hosts=words("MODELOPS_DATASET_URL_HOSTS", ()),
+            dataset_max_bytes=int(
+                number("MODELOPS_DATASET_MAX_BYTES", base.dataset_max_bytes, 1024, 2**40)
+            ),
+            dataset_timeout_seconds=number(
+                "MODELOPS_DATASET_TIMEOUT_SECONDS", base.dataset_timeout_seconds, 1, 3600
+            ),
         )
+
+
+def _repository(image: str) -> str:
+    """An image reference without its tag or digest (a registry port is not a tag)."""
+    name = image.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name

@@ -1,7 +1,8 @@
 """Writing model artifacts: one immutable directory per model version.
 
 The format (files, metadata, checksum, the gate metric) is the contract's
-(:mod:`modelops_contract.artifact`); this module only writes it, with joblib.
+(:mod:`modelops_contract.artifact`); this module only writes it. The model file is the
+parameter file of :mod:`modelops_trainer.export` (no pickle).
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ from modelops_contract.artifact import (
 )
 
 
-def write_artifact(root: Path, version: str, model: object, metadata: dict[str, Any]) -> Path:
+def write_artifact(root: Path, version: str, model: bytes, metadata: dict[str, Any]) -> Path:
     """Write the artifact for `version` under `root` atomically; never overwrite one.
 
     Everything goes to a temporary directory beside the target first and is renamed into
     place only when complete, so a crash leaves no partial artifact.
     """
-    import joblib
-
     check_version(version)
     root.mkdir(parents=True, exist_ok=True)
     target = root / version
@@ -41,7 +40,7 @@ def write_artifact(root: Path, version: str, model: object, metadata: dict[str, 
     staging = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=root))
     try:
         model_path = staging / MODEL_FILE
-        joblib.dump(model, model_path)
+        model_path.write_bytes(model)
         full = {**metadata, "model_file": MODEL_FILE, "model_sha256": file_sha256(model_path)}
         (staging / METADATA_FILE).write_text(metadata_text(full))
         for path in (model_path, staging / METADATA_FILE):

@@ -10,10 +10,13 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from modelops_contract.artifact import ArtifactError, accuracy_of, read_metadata
 from modelops_contract.gate import GatePolicy, decide
+
+if TYPE_CHECKING:
+    from .data import DownloadPolicy
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -40,6 +43,30 @@ def _param(text: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         value = raw
     return name.strip(), value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number greater than 0")
+    return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
 
 
 def _probability(text: str) -> float:
@@ -76,6 +103,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--dataset", default="builtin:iris", help="builtin:iris (default), a CSV path or URL"
+    )
+    train.add_argument(
+        "--max-download-bytes",
+        type=_positive_int,
+        default=None,
+        help="largest dataset URL body read, in bytes (default: 64 MiB)",
+    )
+    train.add_argument(
+        "--download-timeout",
+        type=_positive_float,
+        default=None,
+        help="seconds a dataset URL download may take in all (default: 30)",
+    )
+    train.add_argument(
+        "--allowed-url-schemes",
+        type=_names,
+        default=("https", "http"),
+        help="comma-separated schemes a dataset URL (and its redirects) may use (https,http)",
+    )
+    train.add_argument(
+        "--allowed-url-hosts",
+        type=_names,
+        default=(),
+        help="comma-separated hosts a dataset URL may name; '.example.org' allows subdomains "
+        "(default: any)",
     )
     train.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (0.2)")
     train.add_argument("--seed", type=int, default=42, help="random seed (42)")
@@ -135,6 +187,18 @@ def _emit(summary: dict[str, Any], result_file: Path | None) -> None:
         result_file.write_text(text)
 
 
+def _download_policy(args: argparse.Namespace) -> DownloadPolicy:
+    from .data import DownloadPolicy
+
+    base = DownloadPolicy()
+    return DownloadPolicy(
+        max_bytes=args.max_download_bytes or base.max_bytes,
+        timeout_seconds=args.download_timeout or base.timeout_seconds,
+        schemes=args.allowed_url_schemes,
+        hosts=args.allowed_url_hosts,
+    )
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from .data import DataError
     from .pipeline import ParamError
@@ -159,6 +223,7 @@ def _run_train(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         test_size=args.test_size,
         seed=args.seed,
+        download=_download_policy(args),
     )
     reasons: list[tuple[type[Exception], str]] = [
         (DataError, "InvalidData"),

@@ -7,13 +7,18 @@ import hashlib
 import importlib.util
 import io
 import math
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from http.client import HTTPMessage
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import numpy.typing as npt
+
+from modelops_contract.urls import url_problem
 
 # The course project's CSV columns, in model input order.
 FEATURE_COLUMNS: tuple[str, ...] = (
@@ -27,10 +32,47 @@ BUILTIN_IRIS = "builtin:iris"
 MIN_ROWS = 10
 URL_TIMEOUT_SECONDS = 30.0
 MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 class DataError(ValueError):
     """The training data cannot be used; the message names the problem."""
+
+
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """What a dataset URL may be and how much of it is read: the operator's admin settings.
+
+    `hosts` empty allows any host; an entry starting with "." also allows its subdomains.
+    Every redirect is checked against the same policy.
+    """
+
+    max_bytes: int = MAX_DOWNLOAD_BYTES
+    timeout_seconds: float = URL_TIMEOUT_SECONDS
+    schemes: tuple[str, ...] = ("https", "http")
+    hosts: tuple[str, ...] = ()
+
+    def check(self, url: str) -> None:
+        problem = url_problem(url, self.schemes, self.hosts)
+        if problem is not None:
+            raise DataError(problem)
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    def __init__(self, policy: DownloadPolicy) -> None:
+        self.policy = policy
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        self.policy.check(newurl)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 @dataclass(frozen=True)
@@ -49,12 +91,12 @@ class Dataset:
         return sorted({str(label) for label in self.labels})
 
 
-def load_dataset(source: str = BUILTIN_IRIS) -> Dataset:
+def load_dataset(source: str = BUILTIN_IRIS, policy: DownloadPolicy | None = None) -> Dataset:
     """Load and validate a dataset; raise :class:`DataError` with a one-line reason."""
     if source == BUILTIN_IRIS:
         return _validated(source, _builtin_iris_csv())
-    if source.startswith(("http://", "https://")):
-        return _validated(source, _download(source))
+    if "://" in source:
+        return _validated(source, _download(source, policy or DownloadPolicy()))
     path = Path(source)
     try:
         raw = path.read_bytes()
@@ -86,18 +128,39 @@ def _builtin_iris_csv() -> bytes:
     return out.getvalue().encode()
 
 
-def _download(url: str) -> bytes:
+def _download(url: str, policy: DownloadPolicy) -> bytes:
+    policy.check(url)
+    opener = urllib.request.build_opener(_CheckedRedirects(policy))
+    deadline = time.monotonic() + policy.timeout_seconds
+    too_big = DataError(f"dataset {url} is larger than the limit of {policy.max_bytes} bytes")
     try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_SECONDS) as response:
-            raw: bytes = response.read(MAX_DOWNLOAD_BYTES + 1)
+        with opener.open(url, timeout=policy.timeout_seconds) as response:
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > policy.max_bytes:
+                raise too_big
+            chunks: list[bytes] = []
+            size = 0
+            # The socket timeout bounds each read; the deadline bounds the whole download
+            # (a server trickling bytes would otherwise hold the Job until its own deadline).
+            while chunk := response.read1(_CHUNK):
+                size += len(chunk)
+                if size > policy.max_bytes:
+                    raise too_big
+                if time.monotonic() > deadline:
+                    raise DataError(
+                        f"dataset {url} took longer than {policy.timeout_seconds:g} s to download"
+                    )
+                chunks.append(chunk)
     except urllib.error.HTTPError as exc:
         raise DataError(f"cannot download dataset {url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = f"no answer within {policy.timeout_seconds:g} s"
         raise DataError(f"cannot download dataset {url}: {reason}") from None
-    if len(raw) > MAX_DOWNLOAD_BYTES:
-        raise DataError(f"dataset {url} is larger than {MAX_DOWNLOAD_BYTES // 2**20} MiB")
-    return raw
+    return b"".join(chunks)
 
 
 def _validated(source: str, raw: bytes) -> Dataset:

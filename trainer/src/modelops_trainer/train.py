@@ -22,7 +22,15 @@ from modelops_contract.clock import now_rfc3339
 from modelops_contract.iris import FEATURE_NAMES
 
 from .artifact import write_artifact
-from .data import BUILTIN_IRIS, FEATURE_COLUMNS, DataError, Dataset, load_dataset
+from .data import (
+    BUILTIN_IRIS,
+    FEATURE_COLUMNS,
+    DataError,
+    Dataset,
+    DownloadPolicy,
+    load_dataset,
+)
+from .export import export_model
 from .pipeline import ParamError, build_pipeline, estimator_params
 
 # The operator reads the summary from the container's termination message (4096 bytes max).
@@ -39,12 +47,15 @@ class TrainConfig:
     dataset: str = BUILTIN_IRIS
     test_size: float = 0.2
     seed: int = 42
+    download: DownloadPolicy = field(default_factory=DownloadPolicy)
 
 
 @dataclass(frozen=True)
 class TrainResult:
     artifact: Path
     metadata: dict[str, Any]
+    # The fitted scikit-learn pipeline the artifact's parameters were taken from (in memory).
+    pipeline: Any = None
 
     @property
     def accuracy(self) -> float:
@@ -64,7 +75,7 @@ def train(config: TrainConfig) -> TrainResult:
             f"{config.output_dir / config.version}; versions are immutable, choose a new name"
         )
     pipeline = build_pipeline(config.algorithm, config.params, config.seed)
-    dataset = load_dataset(config.dataset)
+    dataset = load_dataset(config.dataset, config.download)
     x_train, x_test, y_train, y_test = _split(dataset, config.test_size, config.seed)
     try:
         pipeline.fit(x_train, y_train)
@@ -75,8 +86,9 @@ def train(config: TrainConfig) -> TrainResult:
             f"training {config.algorithm} failed: {str(exc).splitlines()[0]}"
         ) from None
     metadata = build_metadata(config, dataset, metrics, len(y_train), len(y_test))
-    artifact = write_artifact(config.output_dir, config.version, pipeline, metadata)
-    return TrainResult(artifact=artifact, metadata=read_metadata(artifact))
+    model = export_model(pipeline, dataset.classes)
+    artifact = write_artifact(config.output_dir, config.version, model, metadata)
+    return TrainResult(artifact=artifact, metadata=read_metadata(artifact), pipeline=pipeline)
 
 
 def _split(
@@ -143,7 +155,6 @@ def build_metadata(
     train_rows: int,
     test_rows: int,
 ) -> dict[str, Any]:
-    import joblib
     import sklearn
 
     return {
@@ -169,7 +180,6 @@ def build_metadata(
             "python": platform.python_version(),
             "scikit-learn": sklearn.__version__,
             "numpy": np.__version__,
-            "joblib": joblib.__version__,
         },
         "created_at": now_rfc3339(),
     }

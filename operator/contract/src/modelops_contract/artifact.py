@@ -2,8 +2,10 @@
 
 Layout of ``<root>/<version>/``:
 
-- ``model.joblib``  the fitted model (written by the trainer, loaded by the model server)
+- ``model.params``  the fitted model as plain numbers (:mod:`.params`: no code runs on load)
 - ``metadata.json`` what it is and how good it is (``metrics.test_accuracy`` is the gate metric)
+
+Format v1 (a pickled ``model.joblib``) is refused everywhere: loading a pickle can run code.
 
 The trainer writes this format (``modelops_trainer.artifact.write_artifact``); the model server,
 the operator and local mode read it through the functions here, the one place that knows it.
@@ -18,8 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ARTIFACT_FORMAT = "modelops.dev/model-artifact/v1"
-MODEL_FILE = "model.joblib"
+ARTIFACT_FORMAT = "modelops.dev/model-artifact/v2"
+# The pickle-based format of earlier releases: recognised only to refuse it clearly.
+LEGACY_FORMATS = ("modelops.dev/model-artifact/v1",)
+MODEL_FILE = "model.params"
 METADATA_FILE = "metadata.json"
 # The gate metric: metadata["metrics"][ACCURACY_METRIC].
 ACCURACY_METRIC = "test_accuracy"
@@ -49,8 +53,14 @@ def file_sha256(path: Path) -> str:
 
 
 def model_file(metadata: Mapping[str, Any]) -> str:
-    """The model's file name inside the artifact directory, as its metadata records it."""
-    return str(metadata.get("model_file", MODEL_FILE))
+    """The model's file name inside the artifact directory (fixed: never a path from data)."""
+    recorded = metadata.get("model_file", MODEL_FILE)
+    if recorded != MODEL_FILE:
+        raise ArtifactError(
+            f"model metadata names model file {str(recorded)[:64]!r}; this format has only "
+            f"{MODEL_FILE!r}"
+        )
+    return MODEL_FILE
 
 
 def metadata_text(metadata: Mapping[str, Any]) -> str:
@@ -67,10 +77,22 @@ def read_metadata(artifact: Path) -> dict[str, Any]:
         raise ArtifactError(f"no model metadata at {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"model metadata {path} is unreadable: {exc}") from None
+    return check_metadata(data, str(path))
+
+
+def check_metadata(data: Any, where: str) -> dict[str, Any]:
+    """`data` if it is metadata of this artifact format; the error names `where` it came from."""
+    if isinstance(data, dict) and data.get("format") in LEGACY_FORMATS:
+        raise ArtifactError(
+            f"{where} is a format {data['format'].rsplit('/', 1)[-1]} artifact (a pickled "
+            "model.joblib), which is refused because loading a pickle can run code; retrain "
+            "the version with this release's trainer"
+        )
     if not isinstance(data, dict) or data.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(
-            f"{path} is not a modelops model artifact (expected format {ARTIFACT_FORMAT!r})"
+            f"{where} is not a modelops model artifact (expected format {ARTIFACT_FORMAT!r})"
         )
+    model_file(data)
     return data
 
 

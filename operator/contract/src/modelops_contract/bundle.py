@@ -5,7 +5,7 @@ the bundle rides in the container's termination message when it fits (4096 bytes
 the Iris knn/logistic-regression/decision-tree models) and is always printed as one framed line
 on stdout, where the operator reads it from the pod log otherwise.
 
-Format: ``xz( 4-byte big-endian length of the metadata JSON | metadata JSON | model.joblib )``
+Format: ``xz( 4-byte big-endian length of the metadata JSON | metadata JSON | model.params )``
 encoded with base85 (25 % overhead instead of base64's 33 %, and no character that needs
 escaping in JSON). The metadata travels as compact JSON and is written back exactly as the
 trainer writes ``metadata.json``; the model bytes are checked against ``model_sha256``.
@@ -21,7 +21,14 @@ import lzma
 from pathlib import Path
 from typing import Any
 
-from .artifact import METADATA_FILE, ArtifactError, metadata_text, model_file, verify
+from .artifact import (
+    METADATA_FILE,
+    ArtifactError,
+    check_metadata,
+    metadata_text,
+    model_file,
+    verify,
+)
 
 # Prefix of the one stdout line that carries a bundle; the version suffix allows a new format.
 LOG_PREFIX = "modelops-artifact/v1 "
@@ -53,8 +60,7 @@ def unpack(text: str) -> tuple[dict[str, Any], bytes]:
         metadata = json.loads(blob[4 : 4 + size])
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"model artifact bundle has unreadable metadata: {exc}") from None
-    if not isinstance(metadata, dict):
-        raise ArtifactError("model artifact bundle metadata is not a JSON object")
+    check_metadata(metadata, "model artifact bundle")
     model = blob[4 + size :]
     actual = hashlib.sha256(model).hexdigest()
     if actual != metadata.get("model_sha256"):

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ..names import LABEL_VERSION
+from ..names import ANNOTATION_SHA256, LABEL_VERSION
 
 _SUFFIXES: dict[str, int | Decimal] = {
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
@@ -65,6 +65,14 @@ def template_version(deployment: Mapping[str, Any] | None) -> str | None:
     template_labels = deployment["spec"]["template"]["metadata"].get("labels") or {}
     version = template_labels.get(LABEL_VERSION)
     return str(version) if version else None
+
+
+def template_sha(deployment: Mapping[str, Any] | None) -> str:
+    """The model digest a Deployment's pods are pinned to ("" when none)."""
+    if deployment is None:
+        return ""
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations") or {}
+    return str(annotations.get(ANNOTATION_SHA256, ""))
 
 
 def rolled_out(deployment: Mapping[str, Any] | None, version: str, replicas: int) -> bool:

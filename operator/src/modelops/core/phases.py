@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelops_contract.gate import GatePolicy, decide
+from modelops_contract.urls import url_problem
 
 from .. import names
 from . import render
@@ -34,6 +35,77 @@ def artifact_sha(cm: Mapping[str, Any] | None) -> str:
     return str((cm.get("metadata", {}).get("annotations") or {}).get(names.ANNOTATION_SHA256, ""))
 
 
+def known_sha(history: list[dict[str, Any]], outcomes: Mapping[str, Any], version: str) -> str:
+    """The model digest the operator itself knows for `version`: from its record in the
+    status, or from the result of its own trainer Job read in this pass; "" if neither."""
+    recorded = next((h for h in reversed(history) if h.get("version") == version), None)
+    if recorded and recorded.get("modelSha256"):
+        return str(recorded["modelSha256"])
+    outcome = outcomes.get(version)
+    if isinstance(outcome, Succeeded):
+        return str(outcome.metadata.get("model_sha256", ""))
+    return ""
+
+
+def trusted(cm: Mapping[str, Any], uid: str, sha: str) -> bool:
+    """An artifact ConfigMap the operator stored for this resource: it names the resource as
+    its controller, and it holds the model digest the operator knows for that version. (A
+    name, labels or an owner reference alone can be copied by anyone who can create
+    ConfigMaps; the digest comes from the operator's own record. The server is pinned to the
+    same digest and checks the bytes themselves.)"""
+    owners = cm.get("metadata", {}).get("ownerReferences") or []
+    owned = any(o.get("uid") == uid and o.get("controller") for o in owners)
+    return bool(uid and sha) and owned and artifact_sha(cm) == sha
+
+
+def trust_artifacts(state: PlanState) -> None:
+    """Set apart artifact ConfigMaps the operator did not store: they never serve or gate."""
+    uid = str(state.cr["metadata"].get("uid", ""))
+    for version, cm in sorted(state.artifacts.items()):
+        if not trusted(cm, uid, known_sha(state.history, state.outcomes, version)):
+            state.foreign[version] = state.artifacts.pop(version)
+    if state.version in state.foreign:
+        cm_name = render.artifact_name(state.name, state.version)
+        state.blocked = (
+            names.REASON_ARTIFACT_NOT_TRUSTED,
+            f"ConfigMap {cm_name} exists but was not stored by the operator for this "
+            f"ModelDeployment (no owner reference to it, or a model digest the operator did "
+            f"not record), so {state.version} is neither trained nor served from it; delete it "
+            f"(kubectl delete configmap {cm_name} -n {state.namespace}) and the operator "
+            f"trains {state.version} itself",
+        )
+
+
+def check_policy(state: PlanState) -> None:
+    """The admin's rules for what a ModelDeployment may ask for (settings, docs/security.md)."""
+    if state.blocked is not None:
+        return
+    settings, spec = state.settings, state.spec
+    image = spec.serving.image
+    if image and not settings.image_allowed(image):
+        state.blocked = (
+            names.REASON_IMAGE_NOT_ALLOWED,
+            f"spec.serving.image {image} is not allowed by the operator's settings "
+            f"({settings.image_rule}); use an allowed image or ask the cluster admin",
+        )
+        return
+    url = spec.training.dataset.url
+    problem = url and url_problem(url, settings.dataset_url_schemes, settings.dataset_url_hosts)
+    if problem:
+        state.blocked = (names.REASON_DATASET_URL_NOT_ALLOWED, f"spec.training.{problem}")
+
+
+def announce_block(state: PlanState) -> None:
+    """One Warning Event when a block starts (the condition keeps saying it afterwards)."""
+    if state.blocked is None:
+        return
+    before = {c.get("type"): c for c in state.old.get("conditions") or []}
+    degraded = before.get(names.CONDITION_DEGRADED) or {}
+    reason, message = state.blocked
+    if degraded.get("reason") != reason or degraded.get("status") != "True":
+        state.event(names.WARNING, reason, message)
+
+
 def recover_serving(state: PlanState) -> None:
     """Status lost (e.g. the resource restored from Git): what the Deployment runs serves."""
     server = state.observed.server
@@ -49,7 +121,7 @@ def store_results(state: PlanState) -> None:
     """Results of finished trainer Jobs: store artifacts, record failures."""
     for version, outcome in sorted(state.outcomes.items()):
         if isinstance(outcome, Succeeded):
-            if version in state.artifacts:
+            if version in state.artifacts or version in state.foreign:
                 continue
             cm = render.artifact_configmap(state.cr, version, outcome.metadata, outcome.model)
             state.result.create.append(cm)
@@ -81,7 +153,15 @@ def run_gate(state: PlanState) -> None:
     """The gate decides once per version; its verdict is kept in the history."""
     version = state.version
     state.entry = state.recorded(version)
-    state.candidate_accuracy = artifact_accuracy(state.artifacts.get(version))
+    # The Job's own result first: a stored ConfigMap's annotations are only its copy.
+    outcome = state.outcomes.get(version)
+    state.candidate_accuracy = (
+        outcome.accuracy
+        if isinstance(outcome, Succeeded)
+        else artifact_accuracy(state.artifacts.get(version))
+    )
+    if state.blocked is not None and state.entry is None:
+        return
     if state.entry is not None:
         if state.entry.get("accuracy") is not None:
             state.candidate_accuracy = float(state.entry["accuracy"])
@@ -119,7 +199,8 @@ def start_training(state: PlanState) -> None:
     """The trainer Job: one per version, only while its result is unknown."""
     version = state.version
     if (
-        state.entry is not None
+        state.blocked is not None
+        or state.entry is not None
         or version in state.artifacts
         or version in state.observed.jobs
         or version in state.outcomes
@@ -149,12 +230,11 @@ def converge_children(state: PlanState) -> None:
     ]
     loadgen = None
     if state.target is not None:
-        recorded = state.recorded(state.target) or {}
-        sha = artifact_sha(state.artifacts.get(state.target)) or str(
-            recorded.get("modelSha256", "")
-        )
+        # The digest the server is pinned to: the operator's own record, never the store's.
+        sha = known_sha(state.history, state.outcomes, state.target)
         server = render.server_deployment(cr, spec, settings, state.target, sha)
-        wanted.append((server, observed.server))
+        if state.blocked is None or observed.server is None:
+            wanted.append((server, observed.server))
         loadgen = render.loadgen_deployment(cr, spec, settings)
     if loadgen is not None:
         wanted.append((loadgen, observed.loadgen))
@@ -202,7 +282,8 @@ def prune(state: PlanState) -> None:
     keep |= {v for v in (state.serving, state.target) if v}
     for version in sorted(set(state.observed.jobs) - keep):
         state.result.delete.append(Ref("batch/v1", "Job", render.job_name(state.name, version)))
-    for version in sorted(set(state.observed.artifacts) - keep):
+    # Only the operator's own artifacts: a foreign ConfigMap is reported, never deleted.
+    for version in sorted(set(state.observed.artifacts) - keep - set(state.foreign)):
         state.result.delete.append(
             Ref("v1", "ConfigMap", render.artifact_name(state.name, version))
         )

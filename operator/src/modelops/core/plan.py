@@ -22,6 +22,9 @@ Phase = Callable[[PlanState], None]
 
 # In order: each phase reads what the ones before it decided.
 PHASES: tuple[Phase, ...] = (
+    phases.trust_artifacts,
+    phases.check_policy,
+    phases.announce_block,
     phases.recover_serving,
     phases.store_results,
     phases.run_gate,
@@ -53,16 +56,23 @@ def harvest_needed(cr: Mapping[str, Any], observed: Observed) -> list[str]:
     accepted version whose artifact ConfigMap is gone (it is rebuilt from the Job)."""
     spec = ModelDeploymentSpec.from_dict(cr["spec"])
     status_ = cr.get("status") or {}
-    recorded = {h["version"]: h for h in status_.get("history") or []}
+    history = list(status_.get("history") or [])
+    recorded = {h["version"]: h for h in history}
+    uid = str(cr["metadata"].get("uid", ""))
     wanted = {spec.model_version}
     if status_.get("servingVersion"):
         wanted.add(status_["servingVersion"])
     out = []
     for version in sorted(wanted):
         job = observed.jobs.get(version)
-        if job is None or version in observed.artifacts or job_finished(job) is None:
+        stored = observed.artifacts.get(version)
+        ours = stored is not None and phases.trusted(
+            stored, uid, phases.known_sha(history, {}, version)
+        )
+        if job is None or ours or job_finished(job) is None:
             continue
         entry = recorded.get(version)
-        if entry is None or entry.get("outcome") == names.ACCEPTED:
+        # A ConfigMap that is not ours is checked against what our own Job produced.
+        if entry is None or entry.get("outcome") == names.ACCEPTED or stored is not None:
             out.append(version)
     return out

@@ -183,11 +183,23 @@ def _env(values: Mapping[str, str]) -> list[dict[str, str]]:
 # Trainer Job --------------------------------------------------------------------------------
 
 
-def trainer_args(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> list[str]:
+def trainer_args(cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Settings) -> list[str]:
     training = spec.training
     dataset = training.dataset
+    download: list[str] = []
     if dataset.url:
         source = dataset.url
+        # The admin's download policy again inside the trainer: it also covers redirects.
+        download = [
+            "--allowed-url-schemes",
+            ",".join(settings.dataset_url_schemes),
+            "--allowed-url-hosts",
+            ",".join(settings.dataset_url_hosts),
+            "--max-download-bytes",
+            str(settings.dataset_max_bytes),
+            "--download-timeout",
+            repr(settings.dataset_timeout_seconds),
+        ]
     elif dataset.config_map:
         source = f"{DATA_MOUNT}/{dataset.config_map_key}"
     else:
@@ -210,6 +222,7 @@ def trainer_args(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> list[str]:
         repr(training.test_size),
         "--seed",
         str(training.seed),
+        *download,
         "--result-file",
         "/dev/termination-log",
         "--emit-artifact",
@@ -244,7 +257,7 @@ def trainer_job(cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Sett
         "image": settings.trainer_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["modelops-trainer"],
-        "args": trainer_args(cr, spec),
+        "args": trainer_args(cr, spec, settings),
         "env": _env({"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}),
         # The summary (and the artifact when it fits) is the termination message; when the
         # trainer dies before writing it (OOM, crash) the log tail explains why.
@@ -314,6 +327,7 @@ def server_env(
     port: int,
     host: str | None = None,
     home: str = "/tmp",
+    model_sha256: str = "",
 ) -> dict[str, str]:
     """The model server's environment (its settings contract); local mode starts its
     processes with the same, pointed at loopback and the state directory."""
@@ -323,6 +337,9 @@ def server_env(
         "MODELOPS_SERVER_PORT": str(port),
         "MODELOPS_SERVER_MAX_BATCH_SIZE": str(spec.serving.max_batch_size),
     }
+    if model_sha256:
+        # The server refuses a model whose bytes do not have the digest the operator recorded.
+        env["MODELOPS_SERVER_MODEL_SHA256"] = model_sha256
     if host is not None:
         env["MODELOPS_SERVER_HOST"] = host
     return {**env, "HOME": home, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -346,7 +363,7 @@ def server_deployment(
         "image": spec.serving.image or settings.server_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["modelops-server"],
-        "env": _env(server_env(name, spec, artifact_dir, port)),
+        "env": _env(server_env(name, spec, artifact_dir, port, model_sha256=model_sha256)),
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "startupProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},

@@ -86,6 +86,10 @@ class PlanState:
     candidate_accuracy: float | None = None
     target: str | None = None  # the version the servers should run
     artifact_missing: bool = False  # accepted, but its stored model and Job are gone
+    # ConfigMaps under an artifact's name that the operator did not store (never used).
+    foreign: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (reason, message) when the spec cannot proceed: nothing new is trained or rolled out.
+    blocked: tuple[str, str] | None = None
     result: Plan = field(default_factory=Plan)
 
     @classmethod

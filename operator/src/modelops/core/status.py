@@ -22,6 +22,8 @@ def condition(kind: str, status: str, reason: str, message: str, generation: int
 
 def phase_of(state: PlanState) -> str:
     version, verdict = state.version, state.verdict
+    if state.blocked is not None:
+        return names.DEGRADED if state.serving else names.FAILED
     if state.entry is None:
         # Training from the pass that creates the Job (no extra status write a pass later).
         started = version in state.observed.jobs or state.job_created or version in state.outcomes
@@ -35,7 +37,10 @@ def phase_of(state: PlanState) -> str:
 
 def gate_of(state: PlanState) -> dict[str, Any]:
     entry = state.entry
-    if entry is None:
+    if entry is None and state.blocked is not None:
+        reason, message = state.blocked
+        gate = {"result": names.GATE_PENDING, "reason": reason, "message": message}
+    elif entry is None:
         gate = {
             "result": names.GATE_PENDING,
             "reason": names.REASON_TRAINING,
@@ -50,6 +55,9 @@ def gate_of(state: PlanState) -> dict[str, Any]:
 
 def trained_condition(state: PlanState) -> dict[str, Any]:
     entry, version, generation = state.entry, state.version, state.generation
+    if entry is None and state.blocked is not None:
+        reason, message = state.blocked
+        return condition(names.CONDITION_TRAINED, "False", reason, message, generation)
     if entry is None:
         started = version in state.observed.jobs or state.job_created
         reason = names.REASON_TRAINING if started else names.REASON_PENDING
@@ -144,7 +152,9 @@ def degraded_condition(state: PlanState, phase: str) -> dict[str, Any]:
         return condition(
             names.CONDITION_DEGRADED, "False", names.REASON_AS_EXPECTED, "", state.generation
         )
-    if state.artifact_missing:
+    if state.blocked is not None:
+        why, text = state.blocked
+    elif state.artifact_missing:
         why = names.REASON_ARTIFACT_MISSING
         text = (
             f"the stored model of {state.version} and its trainer Job are gone; set a new "

@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import names
 from ..core import render
+from ..core.drift import template_sha
 from ..core.state import Event
 from ..spec import ModelDeploymentSpec
 from .processes import ManagedProcess, free_port, http_ok
@@ -192,6 +193,7 @@ class ServerSet:
             port=port,
             host="127.0.0.1",
             home=os.environ.get("HOME", "/tmp"),
+            model_sha256=template_sha(self.deployment),
         )
         process = ManagedProcess(
             name=f"server {version} #{self._seq}",
