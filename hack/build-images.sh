@@ -14,7 +14,9 @@
 # its inputs (Dockerfile, install.sh, the exported lock, sources, base packages) and rebuilt
 # only when they change; buildah's storage lives under the same folder (vfs, chroot isolation).
 # Needs root (chroot builds), buildah, mmdebstrap, gcc, go and the workspace venv (make install).
-# Usage: hack/build-images.sh [--print-dir] [IMAGE...]   (default: all of them)
+# Usage: hack/build-images.sh [IMAGE...]   (default: all of them)
+#        hack/build-images.sh --wheelhouse   only fill the wheelhouse; print its folder
+#        hack/build-images.sh --print-dir    print the output folder
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -25,8 +27,10 @@ CACHE="${MODELOPS_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelops/images}
 SUITE="bookworm"
 BASE_PACKAGES="python3,python3-venv,ca-certificates"
 PROMETHEUS_PACKAGES="prometheus"
-# What python:3.11-slim sets that the venv and Python need (its PATH without the duplicate).
-BASE_ENV=("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" "LANG=C.UTF-8")
+# python:3.11-slim's PATH (its duplicate /usr/local/bin included) and LANG; its other variables
+# (PYTHON_VERSION, GPG_KEY) describe its own CPython build, not Debian's.
+BASE_ENV=("PATH=/usr/local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+  "LANG=C.UTF-8")
 # Slim like the python slim image: no manuals, docs (copyright kept) or translations.
 DPKG_OPTS=(
   "--dpkgopt=path-exclude=/usr/share/man/*" "--dpkgopt=path-exclude=/usr/share/info/*"
@@ -38,10 +42,11 @@ START=$SECONDS
 log() { printf '[build-images %3ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-if [ "${1:-}" = "--print-dir" ]; then
-  echo "$CACHE"
-  exit 0
-fi
+WHEELHOUSE_ONLY=0
+case "${1:-}" in
+  --print-dir) echo "$CACHE"; exit 0 ;;
+  --wheelhouse) WHEELHOUSE_ONLY=1; shift ;;
+esac
 WANTED=("$@")
 [ ${#WANTED[@]} -gt 0 ] || WANTED=("${ALL_IMAGES[@]}")
 for image in "${WANTED[@]}"; do
@@ -61,9 +66,8 @@ flock 9  # one build of this cache at a time (make test-tools and a test session
 # Short names never resolve to a registry: only localhost/... images exist here.
 printf 'unqualified-search-registries = []\n' >"$CACHE/registries.conf"
 export CONTAINERS_REGISTRIES_CONF="$CACHE/registries.conf"
-bah() {
-  buildah --root "$CACHE/storage/root" --runroot "$CACHE/storage/run" --storage-driver vfs "$@"
-}
+BUILDAH=(buildah --root "$CACHE/storage/root" --runroot "$CACHE/storage/run" --storage-driver vfs)
+bah() { "${BUILDAH[@]}" "$@"; }
 
 # A 16-hex digest of text and of files (names and contents).
 hash_text() { sha256sum <<<"$1" | cut -c1-16; }
@@ -72,11 +76,12 @@ hash_files() {
   for f in "$@"; do printf '%s\n' "$f"; sha256sum <"$f"; done | sha256sum | cut -c1-16
 }
 
-# The stand-in base installs from the machine's own Debian sources (mirror or proxy).
+# The Debian images install from the machine's own Debian sources (its mirror or proxy) when it
+# has some for $SUITE; elsewhere (e.g. an Ubuntu CI runner) from mmdebstrap's default mirror.
 apt_sources() {
   local f
   for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
-    if [ -s "$f" ]; then echo "$f"; return; fi
+    if [ -s "$f" ] && grep -qE "^[^#]*\b$SUITE\b" "$f"; then echo "$f"; return; fi
   done
 }
 SOURCES="$(apt_sources)"
@@ -103,18 +108,33 @@ export_archive() {  # NAME ARCHIVE: push to an OCI archive whose index names the
   log "  $1 -> $2 ($(du -m "$2" | cut -f1) MB)"
 }
 
-# A root file system from Debian packages (mmdebstrap --variant=minbase) as a one-layer image.
-debian_image() {  # NAME PACKAGES HOOK ENV... (HOOK: a shell command run on the rootfs, "$1")
-  local name="$1" packages="$2" hook="$3" tar ctr env
-  shift 3
-  tar="$(mktemp "$CACHE/.rootfs.XXXXXX.tar")"
-  log "  mmdebstrap $SUITE minbase + $packages (downloads from the machine's apt sources)"
+# Root file systems from Debian packages (mmdebstrap --variant=minbase), made in the background:
+# their downloads and dpkg runs overlap the wheelhouse download and the CPU-bound image builds.
+declare -A ROOTFS_PID=()
+start_rootfs() {  # TAR PACKAGES HOOK (HOOK: a shell command on the rootfs "$1", after install)
+  local tar="$1" packages="$2" hook="$3"
+  log "  mmdebstrap $SUITE minbase + $packages, in the background (the machine's apt sources)"
+  rm -f "$tar"
   mmdebstrap --quiet --mode=root --variant=minbase --include="$packages" "${DPKG_OPTS[@]}" \
-    --customize-hook="$hook" "$SUITE" "$tar" ${SOURCES:+"$SOURCES"} >&2 \
-    || { rm -f "$tar"; die "mmdebstrap failed (network to the Debian mirror?)"; }
+    --customize-hook="$hook" "$SUITE" "$tar" ${SOURCES:+"$SOURCES"} >"$tar.log" 2>&1 &
+  ROOTFS_PID[$tar]=$!
+}
+stop_rootfs() {  # on exit: a failed build leaves no mmdebstrap running (by PID, ours only)
+  local pid
+  for pid in "${ROOTFS_PID[@]}"; do kill "$pid" 2>/dev/null || true; done
+}
+trap stop_rootfs EXIT
+wait_rootfs() {  # TAR (in the main shell: only it can wait for its children)
+  local tar="$1" pid="${ROOTFS_PID[$1]}"
+  unset "ROOTFS_PID[$tar]"
+  wait "$pid" || { cat "$tar.log" >&2; die "mmdebstrap failed (network to the Debian mirror?)"; }
+}
+image_from_rootfs() {  # TAR ENV...: a one-layer working container of TAR
+  local tar="$1" ctr env
+  shift
   ctr="$(bah from --pull=never scratch)"
   bah add --quiet "$ctr" "$tar" / >/dev/null
-  rm -f "$tar"
+  rm -f "$tar" "$tar.log"
   for env in "$@"; do bah config --env "$env" "$ctr"; done
   bah config --label org.opencontainers.image.source=modelops "$ctr"
   echo "$ctr"
@@ -144,17 +164,26 @@ build_pause() {
   record pause "$name" "$archive" "$key"
 }
 
-build_prometheus() {
-  local key name archive ctr version hook
-  key="$(hash_text "$SUITE $PROMETHEUS_PACKAGES ${DPKG_OPTS[*]} $SOURCES_TEXT")"
-  up_to_date prometheus "$key" && { log "prometheus: up to date"; return; }
+PROMETHEUS_KEY="$(hash_text "$SUITE $PROMETHEUS_PACKAGES ${DPKG_OPTS[*]} $SOURCES_TEXT")"
+PROMETHEUS_ROOTFS="$CACHE/.prometheus-rootfs.tar"
+start_prometheus() {
+  if up_to_date prometheus "$PROMETHEUS_KEY"; then
+    log "prometheus: up to date ($(sed 's/.*"name": "\([^"]*\)".*/\1/' "$CACHE/prometheus.json"))"
+    return 1
+  fi
   log "prometheus: Debian's $PROMETHEUS_PACKAGES package"
   # /prometheus: the TSDB folder prom/prometheus's image has, owned by its user (nobody).
   # shellcheck disable=SC2016  # "$1" is the rootfs, expanded by mmdebstrap's hook shell
-  hook='mkdir -p "$1/prometheus" && chown 65534:65534 "$1/prometheus"'
-  hook+=" && chroot \"\$1\" dpkg-query -W -f='\${Version}' prometheus >'$CACHE/.prometheus-version'"
-  ctr="$(debian_image localhost/modelops-prometheus "$PROMETHEUS_PACKAGES" "$hook")"
-  version="$(cat "$CACHE/.prometheus-version")"
+  local hook='mkdir -p "$1/prometheus" && chown 65534:65534 "$1/prometheus"'
+  hook+=" && chroot \"\$1\" dpkg-query -W -f='\${Version}' prometheus >'$PROMETHEUS_ROOTFS.version'"
+  start_rootfs "$PROMETHEUS_ROOTFS" "$PROMETHEUS_PACKAGES" "$hook"
+}
+finish_prometheus() {
+  local ctr version name archive="$CACHE/prometheus-$PROMETHEUS_KEY.oci.tar"
+  wait_rootfs "$PROMETHEUS_ROOTFS"
+  ctr="$(image_from_rootfs "$PROMETHEUS_ROOTFS")"
+  version="$(cat "$PROMETHEUS_ROOTFS.version")"
+  rm -f "$PROMETHEUS_ROOTFS.version"
   # The Debian version (2.42.0+ds-5+deb12u1) as a tag: 2.42.0-debian-5-deb12u1.
   version="${version/+ds/-debian}"
   name="localhost/modelops-prometheus:${version//+/-}"
@@ -162,26 +191,31 @@ build_prometheus() {
     --entrypoint '["/usr/bin/prometheus"]' \
     --cmd '["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]' "$ctr"
   bah commit --quiet --rm "$ctr" "$name" >/dev/null
-  archive="$CACHE/prometheus-$key.oci.tar"
+  log "prometheus: built $name"
   export_archive "$name" "$archive"
-  record prometheus "$name" "$archive" "$key"
+  record prometheus "$name" "$archive" "$PROMETHEUS_KEY"
 }
 
 # The base standing in for python:3.11-slim; kept in buildah's storage (input of every build).
-ensure_base() {
-  local key ctr
-  key="$(hash_text "$SUITE $BASE_PACKAGES ${DPKG_OPTS[*]} ${BASE_ENV[*]} $SOURCES_TEXT")"
-  BASE_IMAGE="localhost/modelops-python-base:$key"
+BASE_KEY="$(hash_text "$SUITE $BASE_PACKAGES ${DPKG_OPTS[*]} ${BASE_ENV[*]} $SOURCES_TEXT")"
+BASE_IMAGE="localhost/modelops-python-base:$BASE_KEY"
+BASE_ROOTFS="$CACHE/.base-rootfs.tar"
+start_base() {
   if bah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
     log "base: up to date ($BASE_IMAGE)"
-    return
+    return 1
   fi
   log "base: building $BASE_IMAGE"
-  ctr="$(debian_image "$BASE_IMAGE" "$BASE_PACKAGES" true "${BASE_ENV[@]}")"
+  start_rootfs "$BASE_ROOTFS" "$BASE_PACKAGES" true
+}
+finish_base() {
+  local ctr old
+  wait_rootfs "$BASE_ROOTFS"
+  ctr="$(image_from_rootfs "$BASE_ROOTFS" "${BASE_ENV[@]}")"
   bah config --cmd '["python3"]' "$ctr"
   bah commit --quiet --rm "$ctr" "$BASE_IMAGE" >/dev/null
+  log "base: built $BASE_IMAGE"
   # Bases of earlier keys are never used again.
-  local old
   while read -r old; do
     [ "$old" = "$BASE_IMAGE" ] || bah rmi "$old" >/dev/null
   done < <(bah images --format '{{.Name}}:{{.Tag}}' | grep '^localhost/modelops-python-base:' || true)
@@ -232,7 +266,8 @@ build_component() {
   archive="$CACHE/$c-$key.oci.tar"
   up_to_date "$c" "$key" && { log "$c: up to date ($name)"; return; }
   log "$c: buildah build --target $c -f hack/images/Dockerfile (no network)"
-  bah build --quiet --isolation chroot --pull=never --network none --force-rm \
+  # In a network namespace of its own (chroot isolation shares buildah's): nothing to reach.
+  unshare --net -- "${BUILDAH[@]}" build --quiet --isolation chroot --pull=never \
     -f hack/images/Dockerfile --ignorefile hack/images/Dockerfile.dockerignore --target "$c" \
     --build-arg "PYTHON_BASE=$BASE_IMAGE" --build-arg WHEELHOUSE=.image-build/wheelhouse \
     -t "$name" . >/dev/null || die "buildah build --target $c failed"
@@ -240,21 +275,38 @@ build_component() {
   record "$c" "$name" "$archive" "$key"
 }
 
-build_components() {
-  local c todo=()
+build_components() {  # after start_base; the base is finished here when it was started
+  local c todo=() base_started="$1"
   for c in "${COMPONENTS[@]}"; do wanted "$c" && todo+=("$c"); done
-  [ ${#todo[@]} -gt 0 ] || return 0
-  log "exporting the locked requirements (hack/images/install.sh export .image-build)"
-  rm -rf .image-build
-  hack/images/install.sh export .image-build
-  ensure_base
   ensure_wheelhouse
+  [ "$base_started" = 0 ] || finish_base
   for c in "${todo[@]}"; do build_component "$c"; done
   # Intermediate stages (build, build-<component>) left untagged in the storage.
   bah rmi --prune >/dev/null 2>&1 || true
 }
 
+export_requirements() {
+  log "exporting the locked requirements (hack/images/install.sh export .image-build)"
+  rm -rf .image-build
+  hack/images/install.sh export .image-build
+}
+
+if [ "$WHEELHOUSE_ONLY" = 1 ]; then
+  export_requirements
+  ensure_wheelhouse
+  echo "$CACHE/wheelhouse"
+  exit 0
+fi
 wanted pause && build_pause
-build_components
-wanted prometheus && build_prometheus
+prometheus=0
+if wanted prometheus && start_prometheus; then prometheus=1; fi
+components=0
+for c in "${COMPONENTS[@]}"; do wanted "$c" && components=1; done
+if [ "$components" = 1 ]; then
+  export_requirements
+  base=0
+  if start_base; then base=1; fi
+  build_components "$base"
+fi
+[ "$prometheus" = 0 ] || finish_prometheus
 log "done: $CACHE ($(du -sm "$CACHE" | cut -f1) MB with buildah's storage)"

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CACHE_ENV = "MODELOPS_IMAGES_CACHE"
 # The product's images (hack/images/Dockerfile targets), then the cluster's own.
@@ -84,9 +87,95 @@ def build_images(repo: Path, *images: str, timeout: float = 1800) -> dict[str, I
     return {image: find_image(image, cache_dir) for image in wanted}
 
 
+def wheelhouse(repo: Path, timeout: float = 900) -> Path:
+    """The locked wheels of every component (``hack/build-images.sh --wheelhouse``: downloads
+    only what the cache lacks), for ``hack/images/install.sh`` with ``MODELOPS_WHEELHOUSE``."""
+    out = subprocess.run(
+        [str(repo / "hack" / "build-images.sh"), "--wheelhouse"],
+        check=True,
+        timeout=timeout,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, CACHE_ENV: str(default_cache_dir())},
+    )
+    return Path(out.stdout.strip())
+
+
 def pause_binary(cache_dir: Path | None = None) -> Path:
     """The static pause binary inside the pause image (for a node that needs it on the host)."""
     path = (cache_dir or default_cache_dir()) / "pause" / "pause"
     if not os.access(path, os.X_OK):
         raise ImagesNotFound(f"{path} missing: run hack/build-images.sh pause")
     return path
+
+
+# Reading an OCI archive (what `buildah push ... oci-archive:` writes) -------------------------
+
+
+def _member(tar: tarfile.TarFile, path: str, archive: Path) -> bytes:
+    member = tar.extractfile(path)
+    if member is None:
+        raise ValueError(f"{path} missing from {archive}")
+    return member.read()
+
+
+def _blob_path(digest: str) -> str:
+    algorithm, hexdigest = digest.split(":", 1)
+    return f"blobs/{algorithm}/{hexdigest}"
+
+
+def read_manifest(archive: Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``(name, manifest, config)`` of the one image in an OCI archive.
+
+    ``name`` is the index's ``org.opencontainers.image.ref.name``; ``config`` the image
+    configuration (``config["config"]`` holds User, Env, Entrypoint, Cmd).
+    """
+    with tarfile.open(archive) as tar:
+        index = json.loads(_member(tar, "index.json", archive))
+        (entry,) = index["manifests"]
+        manifest = json.loads(_member(tar, _blob_path(entry["digest"]), archive))
+        config = json.loads(_member(tar, _blob_path(manifest["config"]["digest"]), archive))
+    name = entry.get("annotations", {}).get("org.opencontainers.image.ref.name", "")
+    return name, manifest, config
+
+
+def extract_rootfs(archive: Path, dest: Path) -> Path:
+    """Unpack the image's layers in order into ``dest`` (as root: owners and modes kept).
+
+    OCI whiteouts (``.wh.<name>``, ``.wh..wh..opq``) delete what lower layers put there.
+    """
+    _, manifest, _ = read_manifest(archive)
+    dest.mkdir(parents=True, exist_ok=True)
+    dest.chmod(0o755)  # an image's / (layers rarely carry an entry for it)
+    with tarfile.open(archive) as tar:
+        for layer in manifest["layers"]:
+            blob = tar.extractfile(_blob_path(layer["digest"]))
+            if blob is None:
+                raise ValueError(f"layer {layer['digest']} missing from {archive}")
+            with tarfile.open(fileobj=blob, mode="r|*") as layer_tar:
+                for member in layer_tar:
+                    _apply(layer_tar, member, dest)
+    return dest
+
+
+def _apply(layer: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> None:
+    path = Path(member.name)
+    if path.name == ".wh..wh..opq":
+        for child in (dest / path.parent).glob("*"):
+            _remove(child)
+        return
+    if path.name.startswith(".wh."):
+        _remove(dest / path.parent / path.name.removeprefix(".wh."))
+        return
+    target = dest / path
+    if target.exists() and not (target.is_dir() and member.isdir()):
+        _remove(target)
+    # "fully_trusted": device nodes, owners and absolute symlinks of a root file system.
+    layer.extract(member, dest, set_attrs=True, numeric_owner=True, filter="fully_trusted")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
