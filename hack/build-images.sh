@@ -59,9 +59,13 @@ for tool in buildah mmdebstrap gcc go; do
   command -v "$tool" >/dev/null || die "$tool is not installed (make install installs the Debian packages)"
 done
 
+# One build at a time per cache and per checkout (its .image-build/ is the build context):
+# make test-tools and a test session may race.
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
-flock 9  # one build of this cache at a time (make test-tools and a test session may race)
+flock 9
+exec 8<"$0"
+flock 8
 
 # Short names never resolve to a registry: only localhost/... images exist here.
 printf 'unqualified-search-registries = []\n' >"$CACHE/registries.conf"

@@ -25,9 +25,10 @@ from modelops import render
 from modelops.settings import Settings
 from modelops.spec import API_VERSION, KIND, ModelDeploymentSpec
 from modelops_testenv.nodeconfig import REAL_NODE_LABEL, REAL_NODE_TOLERATION
+from modelops_testenv.process import wait_until
 from modelops_testenv.pytest_plugin import Kubectl
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generous: the first start of an image unpacks it, and the machine has 2 busy cores.
@@ -128,16 +129,18 @@ def finished(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
 
 
 def wait_pod_phase(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    # `kubectl wait` takes one condition: Succeeded, else the Failed phase ends the wait too.
-    jsonpath = "jsonpath={.status.containerStatuses[0].state.terminated.reason}"
-    proc = kubectl.run(
-        "wait", "-n", namespace, f"pod/{name}", f"--for={jsonpath}=Completed",
-        f"--timeout={int(START_TIMEOUT)}s",
-    )  # fmt: skip
-    got = pod(kubectl, namespace, name)
-    if proc.returncode != 0 and got["status"].get("phase") not in ("Succeeded", "Failed"):
-        pytest.fail(f"pod {name} did not finish: {json.dumps(got['status'], indent=1)}")
-    return got
+    """The pod once it reached Succeeded or Failed (what the kubelet reported)."""
+    last: dict[str, Any] = {}
+
+    def done() -> bool:
+        last.update(pod(kubectl, namespace, name))
+        return last.get("status", {}).get("phase") in ("Succeeded", "Failed")
+
+    try:
+        wait_until(done, START_TIMEOUT, f"pod {name} to finish", interval=1.0)
+    except TimeoutError:
+        pytest.fail(f"pod {name} did not finish: {json.dumps(last.get('status'), indent=1)}")
+    return last
 
 
 def termination_message(got: dict[str, Any]) -> Any:
