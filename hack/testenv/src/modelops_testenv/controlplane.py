@@ -154,11 +154,14 @@ class ControlPlane:
         keep_workdir: bool = False,
         taint_nodes: bool = True,
         address: str = LOOPBACK,
+        scheduler: bool = False,
     ) -> None:
         if nodes and not controller_manager:
             raise ValueError("fake nodes need kube-controller-manager")
         self.binaries: Binaries = find_binaries(bin_dir)
         self.want_nodes = nodes
+        # kube-scheduler without fake nodes: for a real node.
+        self.want_scheduler = scheduler
         self.taint_nodes = taint_nodes
         self.address = address
         self.controller_manager = controller_manager
@@ -276,6 +279,8 @@ class ControlPlane:
             self._launch("kube-controller-manager", self._controller_manager_args())
         if self.want_nodes:
             self._launch_node_components()
+        elif self.want_scheduler:
+            self._launch("kube-scheduler", self._scheduler_args())
         if self.controller_manager:
             kcm = self.components["kube-controller-manager"]
             self._wait(
@@ -293,6 +298,12 @@ class ControlPlane:
             )
         if self.want_nodes:
             self.start_nodes(self.want_nodes, self.taint_nodes)
+        elif self.want_scheduler:
+            self._wait(
+                lambda: self._component_healthy(self.ports.scheduler),
+                "kube-scheduler /healthz",
+                [self.components["kube-scheduler"]],
+            )
 
     def start_nodes(self, count: int = 1, taint: bool = True) -> list[str]:
         """Make sure kube-scheduler and kwok run and ``count`` fake nodes are Ready.
@@ -427,7 +438,8 @@ class ControlPlane:
         return comp
 
     def _launch_node_components(self) -> None:
-        self._launch("kube-scheduler", self._scheduler_args())
+        if "kube-scheduler" not in self.components:
+            self._launch("kube-scheduler", self._scheduler_args())
         self._launch("kwok", self._kwok_args())
 
     def write_kubeconfig(self, path: Path, cert: bytes, key: bytes, user: str = "admin") -> None:

@@ -338,10 +338,12 @@ def unmount_all(path: Path) -> list[Path]:
 
 
 def safe_rmtree(path: Path) -> None:
-    """Remove ``path`` after unmounting whatever is mounted below it; never through a mount."""
-    import shutil
+    """Remove ``path`` after unmounting whatever is mounted below it; never through a mount.
 
+    ``rm --one-file-system`` skips anything still mounted (belt and braces), and is faster than
+    shutil.rmtree on an image store's many small files.
+    """
     if not path.exists():
         return
     unmount_all(path)
-    shutil.rmtree(path, ignore_errors=True)
+    run("rm", "-rf", "--one-file-system", "--", str(path), timeout=600)

@@ -186,11 +186,13 @@ class RealNode:
             keep_workdir=keep_workdir,
             taint_nodes=taint_fake_nodes,
             address=cfg.NODE_IP,
+            scheduler=True,
         )
         self.workdir_parent = workdir_parent
         self.start_timeout = start_timeout
         self.components: dict[str, Component] = {}
         self.imported: list[Path] = []
+        self.import_seconds = 0.0  # spent in import_images (for reports)
         self.timings: dict[str, float] = {}
         self.startup_seconds: float | None = None
         self._paths: cfg.NodePaths | None = None
@@ -320,7 +322,9 @@ class RealNode:
         for archive in archives:
             self._import(Path(archive))
             self.imported.append(Path(archive))
-        return time.monotonic() - t0
+        seconds = time.monotonic() - t0
+        self.import_seconds += seconds
+        return seconds
 
     def _import(self, archive: Path) -> None:
         proc = self.ctr("images", "import", "--all-platforms", str(archive), timeout=600)
@@ -385,13 +389,14 @@ class RealNode:
             "HOME": str(self.workdir),
             "LANG": "C.UTF-8",
         }
-        comp = Component(name, argv, self.paths.logs / f"{name}.log", env=env)
+        # Next to the control plane's logs: kept with them (--keep) after the node is gone.
+        comp = Component(name, argv, self.plane.logs_dir / f"{name}.log", env=env)
         self.components[name] = comp
         return comp
 
     def _write_files(self, sandbox_image: str) -> None:
         p = self.paths
-        for d in (p.logs, p.certs, p.cni_conf_dir, p.kubelet_root, p.pod_logs):
+        for d in (p.certs, p.cni_conf_dir, p.kubelet_root, p.pod_logs):
             d.mkdir(parents=True, exist_ok=True)
         self._ports = cfg.NodePorts(*free_ports(6))
         b = self.binaries

@@ -96,10 +96,6 @@ class NodePaths:
     def certs(self) -> Path:
         return self.root / "pki"
 
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
 
 def _toml(value: Any) -> str:
     if isinstance(value, bool):
