@@ -62,7 +62,7 @@ def launcher(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     """A real-node launcher, once it printed its KUBECONFIG line; SIGKILLed if left over."""
     log = (tmp_path / "launcher.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelops_testenv", "--real-node", "--nodes", "0"],
+        [sys.executable, "-m", "modelops_testenv", "--real-node", "--nodes", "0", "--no-images"],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

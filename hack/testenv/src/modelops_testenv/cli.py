@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         help="also a real node (kubelet, containerd, CNI, kube-proxy, CoreDNS; needs root), "
         "with the product images imported when they are built",
     )
+    p.add_argument(
+        "--no-images", action="store_true", help="with --real-node: import only the pause image"
+    )
     return p
 
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             log.info("starting (k8s %s, etcd %s) ...", K8S_VERSION, ETCD_VERSION)
             (node or plane).start()
-            if node is not None:
+            if node is not None and not args.no_images:
                 _import_product_images(node)
             kubeconfig = plane.kubeconfig
             if args.kubeconfig:

@@ -157,6 +157,20 @@ def clean_stale_nodes(parent: Path | None = None) -> list[Path]:
     return cleaned
 
 
+def wait_machine_free(timeout: float) -> None:
+    """Wait until no real node runs on this machine (another launcher holds the lock)."""
+
+    def free() -> bool:
+        with LOCK_PATH.open("a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True  # closing releases it
+
+    wait_until(free, timeout, "the real node of another launcher to stop", interval=1)
+
+
 class RealNode:
     """A control plane in real-node mode with one real node, ``modelops-node``.
 

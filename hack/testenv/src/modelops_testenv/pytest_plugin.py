@@ -39,7 +39,7 @@ import pytest
 
 from .binaries import BinariesNotFound, find_kubectl
 from .controlplane import ControlPlane, terminate_as_interrupt
-from .node import RealNode
+from .node import RealNode, wait_machine_free
 from .process import wait_until
 
 NODES_ENV = "MODELOPS_TESTENV_NODES"
@@ -179,7 +179,9 @@ def real_node(_real_node_session: RealNodeSession) -> RealNode:
 
 @pytest.fixture
 def no_real_node(_real_node_session: RealNodeSession) -> None:
+    """No real node runs on this machine: the session's is stopped, another launcher's awaited."""
     _real_node_session.stop()
+    wait_machine_free(600)
 
 
 @pytest.fixture
