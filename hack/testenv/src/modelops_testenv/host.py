@@ -95,17 +95,20 @@ def delete_link(name: str) -> None:
 
 
 def add_egress_guard(bridge: str) -> None:
-    """Drop everything pods send off the bridge, and everything forwarded onto it.
+    """Drop everything pods send off the bridge, everything forwarded onto it, and any other
+    forwarding (the node turns ``ip_forward`` on; the machine must not become a router).
 
     In the mangle table's FORWARD chain, which runs before the filter table where kube-proxy
-    prepends its own accept rules: nothing can jump the queue. The first rule's packet counter
-    is what tests read (:func:`egress_drops`).
+    prepends its own accept rules: nothing can jump the queue. Only bridge → bridge traffic
+    (pod to pod, after kube-proxy's DNAT too) passes. The first rule's packet counter is what
+    tests read (:func:`egress_drops`).
     """
     for tool in ("iptables", "ip6tables"):
         mangle = (tool, "-w", "-t", "mangle")
         run(*mangle, "-N", EGRESS_CHAIN)
         run(*mangle, "-A", EGRESS_CHAIN, "-i", bridge, "!", "-o", bridge, "-j", "DROP")
         run(*mangle, "-A", EGRESS_CHAIN, "!", "-i", bridge, "-o", bridge, "-j", "DROP")
+        run(*mangle, "-A", EGRESS_CHAIN, "!", "-i", bridge, "!", "-o", bridge, "-j", "DROP")
         run(*mangle, "-I", "FORWARD", "1", "-j", EGRESS_CHAIN)
 
 

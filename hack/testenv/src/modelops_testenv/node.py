@@ -189,9 +189,12 @@ class RealNode:
         start_timeout: float = 120.0,
         keep_workdir: bool = False,
         taint_fake_nodes: bool = True,
+        lock_timeout: float = 0.0,
     ) -> None:
         self.binaries: NodeBinaries = find_node_binaries(bin_dir, node_dir)
         self.pause = pause
+        # How long to wait for another launcher's real node to stop (0: fail at once).
+        self.lock_timeout = lock_timeout
         self.plane = ControlPlane(
             nodes=nodes,
             bin_dir=bin_dir,
@@ -281,15 +284,22 @@ class RealNode:
 
     def _acquire_lock(self) -> None:
         lock = LOCK_PATH.open("a+")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            owner = lock.read().strip() or "?"
-            lock.close()
-            raise RealNodeError(
-                f"another real node runs on this machine (launcher pid {owner}); stop it first"
-            ) from None
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(1)
+                    continue
+                lock.seek(0)
+                owner = lock.read().strip() or "?"
+                lock.close()
+                raise RealNodeError(
+                    f"another real node runs on this machine (launcher pid {owner}); stop it "
+                    "first (one real node per machine: one bridge, one kube-proxy)"
+                ) from None
         lock.truncate(0)
         lock.write(str(os.getpid()))
         lock.flush()

@@ -148,7 +148,8 @@ class RealNodeSession:
 
     def get(self) -> RealNode:
         if self.node is None:
-            node = RealNode(keep_workdir=os.environ.get(KEEP_ENV) == "1")
+            # Another session's node (a parallel test run on this machine) is waited for.
+            node = RealNode(keep_workdir=os.environ.get(KEEP_ENV) == "1", lock_timeout=900)
             node.start()
             self.node = node
             if self.images:
