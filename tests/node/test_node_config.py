@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import tomllib
 from pathlib import Path
@@ -106,4 +107,4 @@ def test_mounts_under_lists_only_that_tree_deepest_first(tmp_path: Path) -> None
     assert Path("/proc") in mounts_under(Path("/proc"))
     sys_mounts = mounts_under(Path("/sys"))
     assert sys_mounts[-1] == Path("/sys")
-    assert all(len(a.parts) >= len(b.parts) for a, b in zip(sys_mounts, sys_mounts[1:]))
+    assert all(len(a.parts) >= len(b.parts) for a, b in itertools.pairwise(sys_mounts))
