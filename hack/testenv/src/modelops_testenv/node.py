@@ -157,6 +157,16 @@ def clean_stale_nodes(parent: Path | None = None) -> list[Path]:
     return cleaned
 
 
+def leftovers_if_alone() -> list[str]:
+    """:func:`leftovers`, if no real node runs on the machine (else nothing can be told)."""
+    with LOCK_PATH.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []
+        return leftovers()
+
+
 def wait_machine_free(timeout: float) -> None:
     """Wait until no real node runs on this machine (another launcher holds the lock)."""
 

@@ -39,7 +39,7 @@ import pytest
 
 from .binaries import BinariesNotFound, find_kubectl
 from .controlplane import ControlPlane, terminate_as_interrupt
-from .node import RealNode, wait_machine_free
+from .node import RealNode, leftovers_if_alone, wait_machine_free
 from .process import wait_until
 
 NODES_ENV = "MODELOPS_TESTENV_NODES"
@@ -170,7 +170,10 @@ def _real_node_session() -> Iterator[RealNodeSession]:
         try:
             yield session
         finally:
+            started = session.node is not None
             session.stop()
+    if started and (left := leftovers_if_alone()):
+        raise RuntimeError("the real node left traces behind:\n" + "\n".join(left))
 
 
 @pytest.fixture
