@@ -28,7 +28,12 @@ from modelops_testenv.images import find_image
 from modelops_testenv.node import HOST_PATHS, clean_stale_nodes, leftovers
 from modelops_testenv.nodeconfig import REAL_NODE_TOLERATION
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("no_real_node")]
+# Generous: another run's real node on this machine is waited for (one per machine).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.usefixtures("no_real_node"),
+    pytest.mark.timeout(1500),
+]
 
 # Settings the node must not change for good, beyond those it records (host.SYSCTLS).
 WATCHED_SYSCTLS = (
@@ -62,7 +67,10 @@ def launcher(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     """A real-node launcher, once it printed its KUBECONFIG line; SIGKILLed if left over."""
     log = (tmp_path / "launcher.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "modelops_testenv", "--real-node", "--nodes", "0", "--no-images"],
+        [
+            *(sys.executable, "-m", "modelops_testenv", "--real-node", "--nodes", "0"),
+            *("--no-images", "--lock-timeout", "600"),  # a parallel run's node is waited for
+        ],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

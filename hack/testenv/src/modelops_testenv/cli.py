@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-images", action="store_true", help="with --real-node: import only the pause image"
     )
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=0.0,
+        help="with --real-node: seconds to wait for another launcher's real node to stop",
+    )
     return p
 
 
@@ -56,6 +62,7 @@ def _make(args: argparse.Namespace) -> tuple[ControlPlane, RealNode | None]:
             start_timeout=args.timeout or 120.0,
             keep_workdir=args.keep,
             taint_fake_nodes=False,
+            lock_timeout=args.lock_timeout,
         )
         return node.plane, node
     plane = ControlPlane(
