@@ -125,13 +125,17 @@ class Kubectl:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
 
-    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> str:
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120.0
+    ) -> str:
         """Run kubectl; return stdout (raise CalledProcessError on failure when ``check``)."""
-        return self.plane.kubectl(*args, input=input, check=check).stdout
+        return self.plane.kubectl(*args, input=input, check=check, timeout=timeout).stdout
 
-    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
         """Run kubectl and return the completed process, whatever its exit code."""
-        return self.plane.kubectl(*args, input=input, check=False)
+        return self.plane.kubectl(*args, input=input, check=False, timeout=timeout)
 
 
 @pytest.fixture
