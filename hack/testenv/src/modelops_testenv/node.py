@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -96,29 +97,48 @@ def undo(workdir: Path, state: HostState) -> Undone:
 
     Order matters: processes first (shims re-parent to PID 1 and outlive containerd, containers
     live in the node's cgroups), then mounts (never delete files under a live mount), then
-    network state, kernel settings, and only then files.
+    network state, kernel settings, and only then files. A failed step does not stop the
+    others (except that files stay while a mount does); the errors are raised at the end.
     """
     done = Undone()
+    errors: list[str] = []
+
+    def step(what: str, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+            errors.append(f"{what}: {err}")
+
+    step("processes", lambda: _kill_node_processes(workdir, state, done))
+    step("mounts", lambda: done.unmounted.extend(str(p) for p in host.unmount_all(workdir)))
+    if Path(state.kube_proxy).exists():
+        step("kube-proxy --cleanup", lambda: host.run(state.kube_proxy, "--cleanup", timeout=60))
+    step("network devices", _delete_links)
+    step("iptables", lambda: done.chains.extend(host.remove_new_chains(state.chains)))
+    step("nf_tables", lambda: done.nft_tables.extend(host.remove_new_nft_tables(state.nft_tables)))
+    step("kernel settings", lambda: done.sysctls.extend(host.restore_sysctls(state.sysctls)))
+    for path in HOST_PATHS:
+        if path not in state.host_paths and Path(path).exists():
+            step(path, functools.partial(host.safe_rmtree, Path(path)))
+            done.host_paths.append(path)
+    step("work folder", lambda: host.safe_rmtree(workdir))
+    if errors:
+        raise RuntimeError(f"clean-up of {workdir} incomplete:\n" + "\n".join(errors))
+    return done
+
+
+def _kill_node_processes(workdir: Path, state: HostState, done: Undone) -> None:
     # Shims name containerd's socket on their command line (and nothing else does).
     shims = host.pids_with_cmdline(str(cfg.NodePaths(workdir).containerd_socket))
     host.kill_pids(shims)
     done.killed = shims + host.remove_cgroup(state.cgroup)
     host.wait_pids_gone(done.killed)
-    done.unmounted = [str(p) for p in host.unmount_all(workdir)]
-    if Path(state.kube_proxy).exists():
-        host.run(state.kube_proxy, "--cleanup", check=False, timeout=60)
+
+
+def _delete_links() -> None:
     for link in _links_on_bridge():
         host.delete_link(link)
     host.delete_link(cfg.BRIDGE)
-    done.chains = host.remove_new_chains(state.chains)
-    done.nft_tables = host.remove_new_nft_tables(state.nft_tables)
-    done.sysctls = host.restore_sysctls(state.sysctls)
-    for path in HOST_PATHS:
-        if path not in state.host_paths and Path(path).exists():
-            host.safe_rmtree(Path(path))
-            done.host_paths.append(path)
-    host.safe_rmtree(workdir)
-    return done
 
 
 def _links_on_bridge() -> list[str]:
