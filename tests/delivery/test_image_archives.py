@@ -143,15 +143,16 @@ def test_the_user_is_the_images_and_the_root_is_read_only(
 ) -> None:
     config = config_of(built, "trainer")
     probe = (
-        "import json, os\n"
+        "import getpass, json, os\n"
         "try:\n    open('/opt/venv/x', 'w'); root_writable = True\n"
         "except OSError:\n    root_writable = False\n"
         "print(json.dumps([os.getuid(), os.getgid(), os.getgroups(), root_writable,"
-        " os.access('/tmp', os.W_OK)]))"
+        " os.access('/tmp', os.W_OK), getpass.getuser()]))"
     )
     out = run_in(rootfs("trainer"), config, "python3", "-c", probe)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == [65532, 65532, [65532], False, True]
+    # The user has a name: kopf (peering identity) asks getpass.getuser() for it.
+    assert json.loads(out.stdout) == [65532, 65532, [65532], False, True, "nonroot"]
 
 
 def test_trainer_trains_in_its_image(
