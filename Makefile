@@ -45,7 +45,7 @@ format: install ## Reformat the code with ruff.
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: install test-tools lint ## Run every test tier (unit, integration) after lint.
+test: install test-tools lint ## Run every test tier (unit, integration, e2e on a real node: root) after lint.
 	@$(PYTEST) $(PYTEST_ARGS)
 
 test-unit: install ## Run only the fast unit tests.

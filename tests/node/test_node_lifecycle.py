@@ -28,9 +28,10 @@ from modelops_testenv.images import find_image
 from modelops_testenv.node import HOST_PATHS, clean_stale_nodes, leftovers
 from modelops_testenv.nodeconfig import REAL_NODE_TOLERATION
 
-# Generous: another run's real node on this machine is waited for (one per machine).
+# e2e: a real node (root). Generous timeout: another run's real node on this machine is waited
+# for (one per machine).
 pytestmark = [
-    pytest.mark.integration,
+    pytest.mark.e2e,
     pytest.mark.usefixtures("no_real_node"),
     pytest.mark.timeout(1500),
 ]
