@@ -26,9 +26,11 @@ $(STAMP): uv.lock pyproject.toml hack/bootstrap.sh hack/apt-packages.txt $(wildc
 
 install: $(STAMP) ## Install what the project runs with (venv, packages, Debian tools); idempotent.
 
-test-tools: install ## Build (or reuse from ~/.cache/modelops) test binaries: control plane, promtool.
+test-tools: install ## Build (or reuse from ~/.cache/modelops) test binaries: control plane, real node, promtool, images.
 	@hack/build-k8s.sh
+	@hack/build-node.sh
 	@hack/build-promtool.sh
+	@hack/build-images.sh
 
 lint: install ## Run ruff and mypy on every package; hadolint, shellcheck, actionlint.
 	@$(VENV)/bin/ruff check .
@@ -43,7 +45,7 @@ format: install ## Reformat the code with ruff.
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: install test-tools lint ## Run every test tier (unit, integration) after lint.
+test: install test-tools lint ## Run every test tier (unit, integration, e2e on a real node: root) after lint.
 	@$(PYTEST) $(PYTEST_ARGS)
 
 test-unit: install ## Run only the fast unit tests.
@@ -60,7 +62,7 @@ SAMPLE      ?= config/samples/modelops_v1alpha1_modeldeployment.yaml
 demo: install ## Run the sample ModelDeployment locally: train, gate, serve, load, scrape (DURATION=s bounds it).
 	@$(VENV)/bin/modelops local up -f $(SAMPLE) $(if $(DURATION),--duration $(DURATION))
 
-cluster: install test-tools ## Start a throw-away control plane in the foreground (Ctrl-C stops it).
+cluster: install test-tools ## Start a throw-away control plane in the foreground (Ctrl-C stops it; CLUSTER_ARGS=--real-node adds a real node).
 	@$(VENV)/bin/modelops-cluster $(CLUSTER_ARGS)
 
 up: install ## Deploy to a local cluster (kind; PLATFORM=minikube|microk8s) and wait until the sample serves.

@@ -11,6 +11,8 @@
 #       build the workspace packages' wheels with the locked hatchling in a throw-away venv,
 #       then python3 -m venv --without-pip VENV and pip install --require-hashes --no-deps the
 #       requirements and the wheels into it (pip runs from the throw-away venv).
+#       With MODELOPS_WHEELHOUSE=DIR (absolute, or relative to CONTEXT_DIR; the Dockerfile's
+#       WHEELHOUSE build-arg) pip reads only DIR (--no-index --find-links): no network.
 #
 # Components: operator trainer server loadgen.
 set -euo pipefail
@@ -54,26 +56,36 @@ install_one() {
     exit 1
   }
   export PIP_DISABLE_PIP_VERSION_CHECK=1
+  local source=() wheelhouse="${MODELOPS_WHEELHOUSE:-}"
+  if [ -n "$wheelhouse" ]; then
+    [[ "$wheelhouse" = /* ]] || wheelhouse="$ctx/$wheelhouse"
+    [ -d "$wheelhouse" ] || {
+      echo "wheelhouse $wheelhouse missing (WHEELHOUSE must name a folder in the build context)" >&2
+      exit 1
+    }
+    source=(--no-index --find-links "$wheelhouse")
+  fi
   # A throw-away build venv holds pip and the locked hatchling; the image's venv gets neither
   # (created --without-pip, filled through `pip --python`): no build tools at run time.
   build="$(mktemp -d)"
   wheels="$build/wheels"
   python3 -m venv "$build/venv"
-  "$build/venv/bin/pip" install --quiet --require-hashes --no-deps \
+  "$build/venv/bin/pip" install --quiet --require-hashes --no-deps "${source[@]}" \
     -r "$ctx/.image-build/build-requirements.txt"
   local dirs=()
   while read -r dir; do [ -n "$dir" ] && dirs+=("$ctx/$dir"); done <"$reqs/local.txt"
-  "$build/venv/bin/pip" wheel --quiet --no-deps --no-build-isolation -w "$wheels" "${dirs[@]}"
+  "$build/venv/bin/pip" wheel --quiet --no-deps --no-build-isolation "${source[@]}" -w "$wheels" "${dirs[@]}"
 
   python3 -m venv --without-pip "$venv"
   "$build/venv/bin/pip" --python "$venv/bin/python" install --quiet --require-hashes --no-deps \
-    -r "$reqs/requirements.txt"
-  "$build/venv/bin/pip" --python "$venv/bin/python" install --quiet --no-deps "$wheels"/*.whl
+    "${source[@]}" -r "$reqs/requirements.txt"
+  "$build/venv/bin/pip" --python "$venv/bin/python" install --quiet --no-deps --no-index \
+    "$wheels"/*.whl
   rm -rf "$build"
 }
 
 case "${1:-}" in
   export) export_all "${2:?usage: $0 export OUT_DIR}" ;;
   install) install_one "${2:?component}" "${3:?context dir}" "${4:?venv dir}" ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

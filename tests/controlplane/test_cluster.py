@@ -5,19 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelops_testenv import K8S_VERSION, KWOK_TOLERATION, ControlPlane
+from modelops_testenv import K8S_VERSION, KWOK_TOLERATION, ControlPlane, thirdparty
 from modelops_testenv.process import wait_until
 from modelops_testenv.pytest_plugin import Kubectl
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT.parent / "shared" / "third_party" / "crds"
 IMAGE = "example.invalid/app:1"  # never pulled: there is no kubelet, kwok fakes the pods
 
 
@@ -44,8 +41,7 @@ def wait_established(kubectl: Kubectl, crd: str) -> None:
 @pytest.fixture(scope="module")
 def application_crd(control_plane: ControlPlane) -> str:
     """Argo CD's Application CRD (~400 KB: too large for client-side apply's annotation)."""
-    path = CRDS / "argocd-application-crd.yaml"
-    assert path.is_file(), f"shared test data missing: {path}"
+    path = thirdparty.crd("argocd-application-crd.yaml")
     control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
     name = "applications.argoproj.io"
     wait_established(Kubectl(control_plane), name)
@@ -88,7 +84,7 @@ def test_third_party_crd_objects_can_be_created_and_listed(
     assert apps["items"][0]["spec"]["destination"]["namespace"] == "models"
 
     # A second CRD, created the plain way (small enough for client-side apply too).
-    crd = CRDS / "monitoring.coreos.com_servicemonitors.yaml"
+    crd = thirdparty.crd("monitoring.coreos.com_servicemonitors.yaml")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
     wait_established(kubectl, "servicemonitors.monitoring.coreos.com")
     monitor = {

@@ -84,3 +84,24 @@ def test_certificates(tmp_path: Path) -> None:
     client_ca = x509.load_pem_x509_certificate(files.client_ca.read_bytes())
     assert admin.issuer == client_ca.subject
     assert files.sa_key.stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.unit
+def test_the_real_nodes_binaries_are_built_and_documented_at_their_pins() -> None:
+    from modelops_testenv.binaries import CNI_PLUGINS
+
+    tools = re.search(r"^tool \((.*?)^\)", GO_MOD, re.M | re.S)
+    assert tools is not None
+    for cmd in ("kubelet", "kube-proxy", "kubectl"):
+        assert f"k8s.io/kubernetes/cmd/{cmd}\n" in tools.group(1)
+        assert (
+            cmd in (ROOT / "hack" / "build-k8s.sh").read_text().split("BINARIES=(")[1].split(")")[0]
+        )
+    script = (ROOT / "hack" / "build-node.sh").read_text()
+    pins = dict(re.findall(r'^([A-Z]+)_VERSION="(v[0-9.]+)"$', script, re.M))
+    assert set(pins) == {"CONTAINERD", "RUNC", "COREDNS"}
+    doc = (ROOT / "docs" / "real-node.md").read_text()
+    for version in pins.values():
+        assert f"**{version}**" in doc
+    plugins = re.search(r"^CNI_PLUGINS=\((.*)\)$", script, re.M)
+    assert plugins is not None and tuple(plugins.group(1).split()) == CNI_PLUGINS

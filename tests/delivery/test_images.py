@@ -1,11 +1,15 @@
-"""The container images' install step and entrypoints, without Docker.
+"""The container images: their install step, and the images hack/build-images.sh builds.
 
 hack/images/Dockerfile runs ``hack/images/install.sh install <component>`` in its build stage
-and copies only the resulting venv into the final image. Docker has no engine here, so this
-runs the same script (same requirements exported from uv.lock, same pip --require-hashes
---no-deps, same wheels) into a fresh venv per component and starts the image's entrypoint from
-it. Venvs are cached under ~/.cache/modelops/image-venvs/, keyed by a hash of everything that
-goes in.
+and copies only the resulting venv into the final image. The first tests run the same script
+(same requirements exported from uv.lock, same pip --require-hashes --no-deps, same wheels) into
+a fresh venv per component on this machine and start the entrypoint from it; venvs are cached
+under ~/.cache/modelops/image-venvs/, keyed by a hash of everything that goes in.
+
+The others check the real images: hack/build-images.sh builds that same Dockerfile with buildah
+(no Docker engine, no network in the build) into OCI archives; their configuration must be the
+Dockerfile's, and each entrypoint must work inside the image's own root file system, run as the
+image's user with no network.
 """
 
 from __future__ import annotations
@@ -20,23 +24,32 @@ from pathlib import Path
 
 import pytest
 
+from modelops_testenv import images
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "modelops" / "image-venvs"
 SOURCES = ["trainer", "model-server", "loadgen", "operator"]
+# The Dockerfile's WHEELHOUSE build-arg, as hack/build-images.sh passes it.
+WHEELHOUSE = ".image-build/wheelhouse"
 BUILD_TOOLS = {"pip", "hatchling", "uv", "setuptools", "wheel"}
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A build context like the image's: .image-build/ plus the workspace packages."""
+    """A build context like the image's: .image-build/ plus the workspace packages.
+
+    Installs read the wheelhouse hack/build-images.sh keeps, as the offline image build does
+    (.image-build/wheelhouse), so the test itself reaches no package index.
+    """
     ctx = tmp_path_factory.mktemp("context")
     subprocess.run(
         [str(ROOT / "hack/images/install.sh"), "export", str(ctx / ".image-build")],
         check=True,
         timeout=120,
     )
+    (ctx / WHEELHOUSE).symlink_to(images.wheelhouse(ROOT))
     for name in SOURCES:
         shutil.copytree(
             ROOT / name, ctx / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -74,6 +87,7 @@ def image_venv(ctx: Path, component: str) -> Path:
         [str(ROOT / "hack/images/install.sh"), "install", component, str(ctx), str(venv)],
         check=True,
         timeout=900,
+        env={**os.environ, "MODELOPS_WHEELHOUSE": WHEELHOUSE},
     )
     (venv / ".complete").touch()
     return venv
@@ -178,6 +192,10 @@ def test_dockerfile_targets_match_the_components():
         assert f"COPY --from=build-{component} /opt/venv /opt/venv" in stage
     base = text.split("ARG PYTHON_BASE=", 1)[1].split("\n", 1)[0]
     assert "@sha256:" in base and len(base.split("@sha256:")[1]) == 64
+    # The offline build's switch: an empty default, so Docker users install from the index.
+    build = text.split("FROM base AS build\n", 1)[1].split("\nFROM ", 1)[0]
+    assert 'ARG WHEELHOUSE=""' in build
+    assert "MODELOPS_WHEELHOUSE=${WHEELHOUSE}" in build
 
 
 def _ignored(patterns: list[tuple[bool, str]], path: str) -> bool:

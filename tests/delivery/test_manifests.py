@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
+from modelops_testenv import thirdparty
+
 ROOT = Path(__file__).resolve().parents[2]
-THIRD_PARTY_CRDS = ROOT.parent / "shared" / "third_party" / "crds"
 OVERLAYS = ["kind", "minikube", "microk8s"]
 REPO = "https://github.com/someone/modelops.git"
 KUSTOMIZATIONS = [
@@ -239,9 +240,8 @@ def test_install_render_converts_ssh_remotes():
 
 @pytest.fixture(scope="module")
 def crds_installed(control_plane: Any) -> None:
-    assert THIRD_PARTY_CRDS.is_dir(), f"shared test data missing: {THIRD_PARTY_CRDS}"
     control_plane.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(THIRD_PARTY_CRDS)
+        "apply", "--server-side", "--force-conflicts", "-f", str(thirdparty.crds_dir())
     )
     control_plane.kubectl(
         "apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "config/crd")

@@ -2,8 +2,8 @@
 
 What controller-runtime's envtest generates, written as PEM files: a serving CA and the
 kube-apiserver serving certificate (localhost, 127.0.0.1), a client CA and the admin client
-certificate (group ``system:masters``), and the service-account signing key pair. ECDSA P-256
-keys keep generation in the milliseconds.
+certificate (group ``system:masters``), the API server's client certificate towards kubelets, and
+the service-account signing key pair. ECDSA P-256 keys keep generation in the milliseconds.
 """
 
 from __future__ import annotations
@@ -26,12 +26,15 @@ class CertFiles:
     """Paths of the generated PEM files."""
 
     serving_ca: Path
+    serving_ca_key: Path
     serving_cert: Path
     serving_key: Path
     client_ca: Path
     client_ca_key: Path
     admin_cert: Path
     admin_key: Path
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
     sa_key: Path
     sa_pub: Path
 
@@ -125,22 +128,41 @@ def _write(path: Path, data: bytes, private: bool = False) -> Path:
     return path
 
 
-def generate(directory: Path) -> CertFiles:
-    """Write every certificate and key the control plane needs into ``directory``."""
+# How pods reach the API server: the "kubernetes" Service's names and its cluster IP.
+SERVICE_NAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
+def _sans(names: list[str], ips: list[str]) -> list[x509.GeneralName]:
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    return sans + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+
+
+def generate(directory: Path, ips: list[str] | None = None) -> CertFiles:
+    """Write every certificate and key the control plane needs into ``directory``.
+
+    The serving certificate names ``localhost``, the Service's names and ``ips`` (default
+    ``127.0.0.1`` only; a real node adds the address pods use and the Service's cluster IP).
+    """
     serving_ca = _ca("modelops-testenv-serving-ca")
     serving = _leaf(
         serving_ca,
         _name("localhost"),
         ExtendedKeyUsageOID.SERVER_AUTH,
-        [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
-            # The in-cluster name of the "kubernetes" Service, for completeness.
-            x509.DNSName("kubernetes.default.svc"),
-        ],
+        _sans(["localhost", *SERVICE_NAMES], ips or ["127.0.0.1"]),
     )
     client_ca = _ca("modelops-testenv-client-ca")
     admin = _leaf(client_ca, _name("admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH)
+    # What kube-apiserver shows a kubelet for logs/exec; the kubelet asks RBAC about it.
+    kubelet_client = _leaf(
+        client_ca,
+        _name("kube-apiserver-kubelet-client", "system:masters"),
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
     sa_key = _key()
     sa_pub = sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -148,24 +170,42 @@ def generate(directory: Path) -> CertFiles:
     d = directory
     return CertFiles(
         serving_ca=_write(d / "serving-ca.crt", _cert_pem(serving_ca[0])),
+        serving_ca_key=_write(d / "serving-ca.key", key_pem(serving_ca[1]), private=True),
         serving_cert=_write(d / "apiserver.crt", _cert_pem(serving[0])),
         serving_key=_write(d / "apiserver.key", key_pem(serving[1]), private=True),
         client_ca=_write(d / "client-ca.crt", _cert_pem(client_ca[0])),
         client_ca_key=_write(d / "client-ca.key", key_pem(client_ca[1]), private=True),
         admin_cert=_write(d / "admin.crt", _cert_pem(admin[0])),
         admin_key=_write(d / "admin.key", key_pem(admin[1]), private=True),
+        kubelet_client_cert=_write(d / "kubelet-client.crt", _cert_pem(kubelet_client[0])),
+        kubelet_client_key=_write(
+            d / "kubelet-client.key", key_pem(kubelet_client[1]), private=True
+        ),
         sa_key=_write(d / "sa.key", key_pem(sa_key), private=True),
         sa_pub=_write(d / "sa.pub", sa_pub),
     )
 
 
+def _load_ca(cert: Path, key: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    ca_cert = x509.load_pem_x509_certificate(cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):  # pragma: no cover - we wrote it
+        raise TypeError(f"{key} is not an EC key")
+    return ca_cert, ca_key
+
+
 def client_cert(files: CertFiles, user: str, groups: list[str]) -> tuple[bytes, bytes]:
     """A client certificate and key (PEM) for ``user`` in ``groups``, signed by the client CA."""
-    ca_cert = x509.load_pem_x509_certificate(files.client_ca.read_bytes())
-    ca_key = serialization.load_pem_private_key(files.client_ca_key.read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):  # pragma: no cover - we wrote it
-        raise TypeError("client CA key is not an EC key")
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
     attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
-    cert, key = _leaf((ca_cert, ca_key), x509.Name(attrs), ExtendedKeyUsageOID.CLIENT_AUTH)
+    ca = _load_ca(files.client_ca, files.client_ca_key)
+    cert, key = _leaf(ca, x509.Name(attrs), ExtendedKeyUsageOID.CLIENT_AUTH)
+    return _cert_pem(cert), key_pem(key)
+
+
+def serving_cert(files: CertFiles, name: str, ips: list[str]) -> tuple[bytes, bytes]:
+    """A serving certificate and key (PEM) for ``name`` and ``ips``, signed by the serving CA
+    (which the API server trusts for kubelets: ``--kubelet-certificate-authority``)."""
+    ca = _load_ca(files.serving_ca, files.serving_ca_key)
+    cert, key = _leaf(ca, _name(name), ExtendedKeyUsageOID.SERVER_AUTH, _sans([name], ips))
     return _cert_pem(cert), key_pem(key)

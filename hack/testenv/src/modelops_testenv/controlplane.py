@@ -14,7 +14,6 @@ import functools
 import importlib.resources
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -31,12 +30,18 @@ from types import FrameType
 from typing import Any
 
 from . import certs
-from .binaries import Binaries, find_binaries
+from .binaries import Binaries, find_binaries, find_kubectl
+from .host import safe_rmtree
 from .process import Component, ComponentExited, wait_until
 
 WORKDIR_PREFIX = "modelops-testenv-"
 SERVICE_CIDR = "10.0.0.0/24"
+# The "kubernetes" Service's cluster IP: the first address of SERVICE_CIDR.
+KUBERNETES_SERVICE_IP = "10.0.0.1"
 POD_CIDR = "10.0.1.0/24"
+LOOPBACK = "127.0.0.1"
+# kwok manages only the nodes it made (never a real node in the same cluster).
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
 _live: set[ControlPlane] = set()
 _live_lock = threading.Lock()
@@ -84,7 +89,7 @@ def remove_stale_workdirs(parent: Path | None = None) -> list[Path]:
         except (OSError, ValueError):
             continue
         if not _pid_alive(owner):
-            shutil.rmtree(d, ignore_errors=True)
+            safe_rmtree(d)
             removed.append(d)
     return removed
 
@@ -131,6 +136,11 @@ class ControlPlane:
 
     ``nodes > 0`` also runs kube-scheduler and kwok with that many fake nodes, so Deployments
     become available and Job pods complete; :meth:`start_nodes` adds them later on demand.
+
+    ``address`` other than loopback is the real-node mode (:class:`~modelops_testenv.node.RealNode`
+    starts it so): kube-apiserver binds and advertises that address, which pods reach, keeps the
+    ``kubernetes`` Service's endpoints, authorizes kubelets (Node, NodeRestriction) and can
+    reach them for logs.
     """
 
     def __init__(
@@ -143,12 +153,17 @@ class ControlPlane:
         start_timeout: float = 60.0,
         keep_workdir: bool = False,
         taint_nodes: bool = True,
+        address: str = LOOPBACK,
+        scheduler: bool = False,
     ) -> None:
         if nodes and not controller_manager:
             raise ValueError("fake nodes need kube-controller-manager")
         self.binaries: Binaries = find_binaries(bin_dir)
         self.want_nodes = nodes
+        # kube-scheduler without fake nodes: for a real node.
+        self.want_scheduler = scheduler
         self.taint_nodes = taint_nodes
+        self.address = address
         self.controller_manager = controller_manager
         self.workdir_parent = workdir_parent
         self.start_timeout = start_timeout
@@ -188,7 +203,11 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.ports.apiserver}"
+        return f"https://{self.address}:{self.ports.apiserver}"
+
+    @property
+    def real_node_mode(self) -> bool:
+        return self.address != LOOPBACK
 
     @property
     def kubeconfig(self) -> Path:
@@ -236,11 +255,12 @@ class ControlPlane:
         self.logs_dir.mkdir()
         p = free_ports(5)
         self._ports = Ports(*p)
-        self._certs = certs.generate(self.workdir)
+        ips = [LOOPBACK, self.address, KUBERNETES_SERVICE_IP] if self.real_node_mode else None
+        self._certs = certs.generate(self.workdir, ips)
         ctx = ssl.create_default_context(cafile=str(self.cert_files.serving_ca))
         ctx.load_cert_chain(self.cert_files.admin_cert, self.cert_files.admin_key)
         self._ssl = ctx
-        self._write_kubeconfig(
+        self.write_kubeconfig(
             self.kubeconfig,
             self.cert_files.admin_cert.read_bytes(),
             self.cert_files.admin_key.read_bytes(),
@@ -259,6 +279,8 @@ class ControlPlane:
             self._launch("kube-controller-manager", self._controller_manager_args())
         if self.want_nodes:
             self._launch_node_components()
+        elif self.want_scheduler:
+            self._launch("kube-scheduler", self._scheduler_args())
         if self.controller_manager:
             kcm = self.components["kube-controller-manager"]
             self._wait(
@@ -276,6 +298,12 @@ class ControlPlane:
             )
         if self.want_nodes:
             self.start_nodes(self.want_nodes, self.taint_nodes)
+        elif self.want_scheduler:
+            self._wait(
+                lambda: self._component_healthy(self.ports.scheduler),
+                "kube-scheduler /healthz",
+                [self.components["kube-scheduler"]],
+            )
 
     def start_nodes(self, count: int = 1, taint: bool = True) -> list[str]:
         """Make sure kube-scheduler and kwok run and ``count`` fake nodes are Ready.
@@ -325,7 +353,7 @@ class ControlPlane:
 
     def _remove_workdir(self, force: bool = False) -> None:
         if self._workdir is not None and (force or not self.keep_workdir):
-            shutil.rmtree(self._workdir, ignore_errors=True)
+            safe_rmtree(self._workdir)
             self._workdir = None
 
     # ----------------------------------------------------------------------------- API access
@@ -362,13 +390,10 @@ class ControlPlane:
         check: bool = True,
         timeout: float = 120.0,
     ) -> subprocess.CompletedProcess[str]:
-        """Run the machine's ``kubectl`` against this control plane as admin."""
-        kubectl = os.environ.get("MODELOPS_KUBECTL") or shutil.which("kubectl")
-        if not kubectl:
-            raise FileNotFoundError("kubectl is not on PATH (set MODELOPS_KUBECTL)")
+        """Run kubectl (built at the API server's version) against this control plane as admin."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         proc = subprocess.run(
-            [kubectl, *args],
+            [str(find_kubectl()), *args],
             input=input,
             capture_output=True,
             text=True,
@@ -384,7 +409,7 @@ class ControlPlane:
         """A kubeconfig for ``user`` (client certificate; subject to RBAC unlike the admin)."""
         cert, key = certs.client_cert(self.cert_files, user, list(groups))
         path = self.workdir / f"user-{user.replace(':', '_')}.kubeconfig"
-        self._write_kubeconfig(path, cert, key, user=user)
+        self.write_kubeconfig(path, cert, key, user=user)
         return path
 
     def rss_bytes(self) -> dict[str, int]:
@@ -413,10 +438,13 @@ class ControlPlane:
         return comp
 
     def _launch_node_components(self) -> None:
-        self._launch("kube-scheduler", self._scheduler_args())
+        if "kube-scheduler" not in self.components:
+            self._launch("kube-scheduler", self._scheduler_args())
         self._launch("kwok", self._kwok_args())
 
-    def _write_kubeconfig(self, path: Path, cert: bytes, key: bytes, user: str = "admin") -> None:
+    def write_kubeconfig(self, path: Path, cert: bytes, key: bytes, user: str = "admin") -> None:
+        """A kubeconfig for this control plane with the given client certificate and key."""
+
         def b64(data: bytes) -> str:
             return base64.b64encode(data).decode()
 
@@ -470,21 +498,20 @@ class ControlPlane:
         c, p = self.cert_files, self.ports
         args = [
             f"--etcd-servers=http://127.0.0.1:{p.etcd_client}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={self.address}",
             f"--secure-port={p.apiserver}",
-            # Without these two, hosts without a default route fail ("Unable to find suitable
-            # network address") and the endpoint reconciler rejects the loopback address.
-            "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none",
+            # Without it, hosts without a default route fail ("Unable to find suitable network
+            # address").
+            f"--advertise-address={self.address}",
+            *(self._real_node_args() if self.real_node_mode else self._loopback_args()),
             f"--cert-dir={self.workdir}",
             f"--tls-cert-file={c.serving_cert}",
             f"--tls-private-key-file={c.serving_key}",
             f"--client-ca-file={c.client_ca}",
-            f"--service-account-issuer=https://127.0.0.1:{p.apiserver}/",
+            f"--service-account-issuer={self.server}/",
             f"--service-account-key-file={c.sa_pub}",
             f"--service-account-signing-key-file={c.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
             "--allow-privileged=true",
             "--profiling=false",
         ]
@@ -492,6 +519,25 @@ class ControlPlane:
             # Nobody would create the "default" service account that this plugin requires.
             args.append("--disable-admission-plugins=ServiceAccount")
         return args
+
+    @staticmethod
+    def _loopback_args() -> list[str]:
+        # The endpoint reconciler rejects a loopback address: no endpoints for "kubernetes".
+        return ["--endpoint-reconciler-type=none", "--authorization-mode=RBAC"]
+
+    def _real_node_args(self) -> list[str]:
+        c = self.cert_files
+        return [
+            # The default "lease" endpoint reconciler: the "kubernetes" Service gets endpoints.
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            # Logs/exec: reach the kubelet at its node IP (not the host name, which would be
+            # resolved off the machine), with a client certificate the kubelet accepts.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={c.kubelet_client_cert}",
+            f"--kubelet-client-key={c.kubelet_client_key}",
+            f"--kubelet-certificate-authority={c.serving_ca}",
+        ]
 
     def _controller_manager_args(self) -> list[str]:
         c = self.cert_files
@@ -528,7 +574,7 @@ class ControlPlane:
         return [
             f"--kubeconfig={self.kubeconfig}",
             f"--config={stages}",
-            "--manage-all-nodes=true",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             f"--cidr={POD_CIDR}",
             "--node-ip=127.0.0.1",
             "--node-lease-duration-seconds=40",
@@ -600,7 +646,7 @@ def _fake_node(name: str, taint: bool = True) -> dict[str, Any]:
         "kind": "Node",
         "metadata": {
             "name": name,
-            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", KWOK_NODE_ANNOTATION: "fake"},
             "labels": {
                 "kubernetes.io/arch": "amd64",
                 "kubernetes.io/hostname": name,

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
@@ -51,7 +51,13 @@ def _pdeathsig_hook() -> Callable[[], None] | None:
 class Component:
     """One running binary (etcd, kube-apiserver, ...) with its log file."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
@@ -64,6 +70,7 @@ class Component:
                 start_new_session=True,  # own process group; Ctrl-C reaches only the launcher
                 preexec_fn=_pdeathsig_hook(),  # PR_SET_PDEATHSIG: die with the launcher
                 close_fds=True,
+                env=env,
             )
 
     @property
