@@ -1,7 +1,7 @@
 """The product's images on a real node (kubelet, containerd, runc): they start locked down and
 their entrypoints work.
 
-Every pod here is built from the operator's own render functions (modelops.render): the
+Every pod here is built from the operator's own render functions (modelops.core.render): the
 trainer, server and load-generator pods are the pod templates it renders, and the locked-down
 probe uses its pod and container security contexts. The images are hack/build-images.sh's
 (hack/images/Dockerfile itself), imported into the node's containerd; nothing is pulled.
@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from modelops import render
+from modelops.core import render
+from modelops.names import API_VERSION, KIND
 from modelops.settings import Settings
-from modelops.spec import API_VERSION, KIND, ModelDeploymentSpec
+from modelops.spec import ModelDeploymentSpec
 from modelops_testenv.nodeconfig import REAL_NODE_LABEL, REAL_NODE_TOLERATION
 from modelops_testenv.process import wait_until
 from modelops_testenv.pytest_plugin import Kubectl
@@ -58,7 +59,7 @@ MOUNT_PROBE = r"""
 import errno, hashlib, json, os, sys
 d = sys.argv[1]
 meta = json.load(open(os.path.join(d, "metadata.json")))
-model = open(os.path.join(d, meta.get("model_file", "model.joblib")), "rb").read()
+model = open(os.path.join(d, meta["model_file"]), "rb").read()
 try:
     open(os.path.join(d, "metadata.json"), "a")
     write = "allowed"
@@ -234,7 +235,7 @@ def artifact(node_kubectl: Kubectl, node_namespace: str, tmp_path: Path) -> dict
         timeout=120,
     )
     metadata = json.loads((tmp_path / "v1/metadata.json").read_text())
-    model = (tmp_path / "v1" / metadata.get("model_file", "model.joblib")).read_bytes()
+    model = (tmp_path / "v1" / metadata["model_file"]).read_bytes()
     cr = custom_resource(node_namespace)
     configmap = render.artifact_configmap(cr, "v1", metadata, model)
     # No owner here: the garbage collector would delete a child of a missing owner.
@@ -324,7 +325,7 @@ def test_configmap_mounted_read_only_is_readable_by_the_server_user(
     create(node_kubectl, node_namespace, on_node("reader", {**rendered, "containers": [container]}))
     report = termination_message(finished(node_kubectl, node_namespace, "reader"))
     assert report["uid"] == render.RUN_AS
-    model_file = artifact["metadata"].get("model_file", "model.joblib")
+    model_file = artifact["metadata"]["model_file"]
     assert report["files"] == sorted(["metadata.json", model_file])
     assert report["sha256"] == report["expected"] == artifact["metadata"]["model_sha256"]
     # Mounted read-only (and its files 0444 for good measure: the write fails on either).
