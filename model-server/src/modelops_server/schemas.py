@@ -168,3 +168,19 @@ PREDICT_ADAPTER: TypeAdapter[PredictRequest] = TypeAdapter(PredictRequest)
 BATCH_ADAPTER: TypeAdapter[BatchRequest] = TypeAdapter(BatchRequest)
 INFER_ADAPTER: TypeAdapter[InferRequest] = TypeAdapter(InferRequest)
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, BatchRequest, InferRequest)
+
+
+class BinaryInferInput(InferInput):
+    """An input of the binary tensor extension: its values follow the JSON header as bytes
+    (``parameters.binary_data_size``), so ``data`` may be absent."""
+
+    data: list[FiniteNumber] | list[list[FiniteNumber]] | None = None  # type: ignore[assignment]
+
+
+class BinaryInferRequest(InferRequest):
+    """The JSON header of a binary-extension request (not a JSON body: not in the OpenAPI)."""
+
+    inputs: list[BinaryInferInput] = Field(min_length=1, max_length=1)  # type: ignore[assignment]
+
+
+BINARY_INFER_ADAPTER: TypeAdapter[BinaryInferRequest] = TypeAdapter(BinaryInferRequest)
