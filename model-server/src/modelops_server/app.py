@@ -15,6 +15,6 @@ from .settings import ServerSettings
 
 
 def create_app(settings: ServerSettings, model: LoadedModel | None = None) -> ServerApp:
-    """Build the ASGI app. Without `model`, its lifespan loads one from ``settings.artifact_dir``."""
+    """Build the ASGI app; without `model`, its lifespan loads one from the artifact dir."""
     plane = DataPlane(settings, model, Metrics(enabled=settings.metrics_enabled))
     return ServerApp(plane)

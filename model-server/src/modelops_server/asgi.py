@@ -93,55 +93,90 @@ class ServerApp:
             return
         methods, params = found
         route = methods.get(scope["method"])
-        template = route.path if route is not None else next(iter(methods.values())).path
         self.in_flight += 1
         try:
-            response = await self.respond(route, methods, params, template, scope, receive, started)
+            if route is None:
+                response = self.method_not_allowed(methods, scope["method"], path)
+            else:
+                response = await self.respond(route, params, scope, receive, started)
         except ClientGone:
             return
         finally:
             self.in_flight -= 1
-        self.plane.metrics.count_request(template, response.status)
         await _send(send, response)
 
     async def respond(
+        self, route: Route, params: dict[str, str], scope: Scope, receive: Receive, started: float
+    ) -> HttpResponse:
+        headers: dict[str, str] = {}
+        body = b""
+        if route.body is not None:
+            headers = _headers(scope)
+            try:
+                # Refuse before reading a body that would be refused anyway.
+                self.admit(route)
+                self.check_headers(route, headers)
+                body = await self.read_body(receive)
+            except ServerError as error:
+                return self.failed(route.path, error)
+        return self.complete(route, params, headers, body, started)
+
+    def complete(
         self,
-        route: Route | None,
-        methods: dict[str, Route],
+        route: Route,
         params: dict[str, str],
-        template: str,
-        scope: Scope,
-        receive: Receive,
+        headers: dict[str, str],
+        body: bytes,
         started: float,
     ) -> HttpResponse:
+        """Answer a fully received request (the ASGI path and server.py's fast path)."""
         try:
-            if route is None:
-                raise MethodNotAllowed(
-                    f"method {scope['method']} is not allowed on {scope['path']!r}",
-                    ", ".join(sorted(methods)),
-                )
-            if route.limited and self.pending() > self.max_concurrency:
-                raise Overloaded(
-                    f"the server is at its limit of {self.max_concurrency} requests in flight; "
-                    f"retry after {self.retry_after} s",
-                    self.retry_after,
-                )
-            headers: dict[str, str] = {}
-            body = b""
+            self.admit(route)
             if route.body is not None:
-                headers = _headers(scope)
-                body = await self.read_body(route, headers, receive)
-            return route.handler(self.plane, HttpRequest(params, headers, body, started))
+                self.check_headers(route, headers)
+                if len(body) > self.body_limit:
+                    raise PayloadTooLarge(f"request body is over the {self.body_limit}-byte limit")
+                encoding = headers.get("content-encoding")
+                if encoding is not None:
+                    body = _decode(body, encoding.strip().lower(), self.body_limit)
+            response = route.handler(self.plane, HttpRequest(params, headers, body, started))
         except ServerError as error:
-            self.plane.metrics.count_error(template, error.kind)
-            return error_response(error)
-        except (ClientGone, asyncio.CancelledError):
-            raise
+            return self.failed(route.path, error)
         except Exception:
-            log.exception("unexpected error on %s %s", scope["method"], scope["path"])
-            error = ServerError("internal error while handling the request; see the server log")
-            self.plane.metrics.count_error(template, error.kind)
-            return error_response(error)
+            log.exception("unexpected error on %s %s", route.method, route.path)
+            internal = ServerError("internal error while handling the request; see the server log")
+            return self.failed(route.path, internal)
+        self.plane.metrics.count_request(route.path, response.status)
+        return response
+
+    def failed(self, endpoint: str, error: ServerError) -> HttpResponse:
+        metrics = self.plane.metrics
+        metrics.count_error(endpoint, error.kind)
+        metrics.count_request(endpoint, error.status_code)
+        return error_response(error)
+
+    def method_not_allowed(self, methods: dict[str, Route], method: str, path: str) -> HttpResponse:
+        template = next(iter(methods.values())).path
+        error = MethodNotAllowed(
+            f"method {method} is not allowed on {path!r}", ", ".join(sorted(methods))
+        )
+        return self.failed(template, error)
+
+    def admit(self, route: Route) -> None:
+        if route.limited and self.pending() > self.max_concurrency:
+            raise Overloaded(
+                f"the server is at its limit of {self.max_concurrency} requests in flight; "
+                f"retry after {self.retry_after} s",
+                self.retry_after,
+            )
+
+    def check_headers(self, route: Route, headers: dict[str, str]) -> None:
+        _check_media_type(route, headers)
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.body_limit:
+            raise PayloadTooLarge(
+                f"request body of {length} bytes is over the {self.body_limit}-byte limit"
+            )
 
     async def unrouted(self, scope: Scope, send: Send) -> None:
         path: str = scope["path"]
@@ -163,23 +198,13 @@ class ServerApp:
         metrics.count_request(UNMATCHED, error.status_code)
         await _send(send, error_response(error))
 
-    async def read_body(self, route: Route, headers: dict[str, str], receive: Receive) -> bytes:
-        limit = self.body_limit
-        _check_media_type(route, headers)
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise PayloadTooLarge(f"request body of {length} bytes is over the {limit}-byte limit")
+    async def read_body(self, receive: Receive) -> bytes:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientGone
         body: bytes = message.get("body", b"")
         if message.get("more_body"):
             body = await self._read_rest(body, receive)
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is over the {limit}-byte limit")
-        encoding = headers.get("content-encoding")
-        if encoding is not None:
-            body = _decode(body, encoding.strip().lower(), limit)
         return body
 
     async def _read_rest(self, first: bytes, receive: Receive) -> bytes:
@@ -200,8 +225,7 @@ class ServerApp:
                         return b"".join(chunks)
         except TimeoutError:
             raise RequestTimeout(
-                f"the request body did not arrive within {self.body_timeout:g} s; "
-                "send it at once"
+                f"the request body did not arrive within {self.body_timeout:g} s; send it at once"
             ) from None
 
 

@@ -106,7 +106,10 @@ class DataPlane:
         settings = self.settings
         if self.model is None:
             self.model = await asyncio.to_thread(
-                load_model, settings.artifact_dir, settings.model_name, vectorised=settings.vectorised
+                load_model,
+                settings.artifact_dir,
+                settings.model_name,
+                vectorised=settings.vectorised,
             )
         loaded = self.model
         if not loaded.warm:
@@ -193,7 +196,10 @@ class DataPlane:
         m = self.serving()
         indices, proba = m.predict(x)
         idx = indices.tolist()
-        top = proba[np.arange(len(idx)), indices].tolist()
+        if len(idx) == 1:
+            top = [float(proba[0, idx[0]])]
+        else:
+            top = proba[np.arange(len(idx)), indices].tolist()
         elapsed = time.perf_counter() - started
         self.metrics.observe_predictions(idx, elapsed)
         return Prediction(m, idx, top, elapsed)
@@ -272,9 +278,9 @@ def _as_float64(data: Sequence[Any] | np.ndarray, where: str) -> Matrix:
 
 
 def _check_range(x: Matrix, where: str) -> None:
-    bad = ~((x > FEATURE_MIN_CM) & (x <= FEATURE_MAX_CM))  # NaN is outside too
-    if not bad.any():
-        return
+    if x.min() > FEATURE_MIN_CM and x.max() <= FEATURE_MAX_CM:
+        return  # (a NaN makes both comparisons false)
+    bad = ~((x > FEATURE_MIN_CM) & (x <= FEATURE_MAX_CM))
     details = []
     for r, c in np.argwhere(bad)[:10].tolist():
         details.append(

@@ -119,7 +119,10 @@ class _KNNHead:
         self._y = y
         self._k = k
         self._n_classes = n_classes
-        self._fit_norm_max = float(np.max(np.einsum("ij,ij->i", self._fit_x, self._fit_x)))
+        fit_sq = np.einsum("ij,ij->i", self._fit_x, self._fit_x)
+        self._fit_norm_max = float(np.max(fit_sq))
+        self._fit_sq = fit_sq
+        self._fit_minus2 = -2.0 * self._fit_x
         self._chunk = max(1, _KNN_CHUNK_ELEMENTS // max(1, self._fit_x.size))
 
     def run(self, x: Matrix, raw: Matrix) -> tuple[Indices, Matrix, npt.NDArray[np.bool_]]:
@@ -144,20 +147,23 @@ class _KNNHead:
         proba: Matrix,
         undecided: npt.NDArray[np.bool_],
     ) -> None:
-        # The same arithmetic as _run_chunk with fewer numpy calls: one row is the common case.
+        # One row is the common case: as few numpy calls as possible. Distances up to the
+        # row's own |x|^2 (the same for every neighbour, so the order and gaps do not change)
+        # as |f|^2 - 2 f.x, one matrix product; its rounding differs from the difference form
+        # by ~1e-15, far below the tie tolerance, so every decided row has the same neighbours.
         k = self._k
-        diff = x - self._fit_x
-        d2 = np.einsum("mf,mf->m", diff, diff)
+        d2 = self._fit_sq + self._fit_minus2 @ x
         if d2.shape[0] > k:
-            part = np.argpartition(d2, k)
+            part = d2.argpartition((k - 1, k))
+            kth, following = d2[part[k - 1 : k + 1]].tolist()
+            undecided[0] = following - kth <= _KNN_TIE_RTOL * (1.0 + x @ x + self._fit_norm_max)
             nearest = part[:k]
-            gap = d2[part[k]] - d2[nearest].max()
-            undecided[0] = gap <= _KNN_TIE_RTOL * (1.0 + x @ x + self._fit_norm_max)
         else:
             nearest = np.arange(d2.shape[0])
-        counts = np.bincount(self._y[nearest], minlength=self._n_classes).astype(np.float64)
-        proba[0] = counts / counts.sum()
-        indices[0] = np.argmax(counts)
+        counts = np.bincount(self._y[nearest], minlength=self._n_classes)
+        # KNeighborsClassifier: counts / counts.sum() (= k: exact), mode = argmax's first max.
+        proba[0] = counts / len(nearest)
+        indices[0] = counts.argmax()
 
     def _run_chunk(
         self,

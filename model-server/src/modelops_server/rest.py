@@ -25,6 +25,7 @@ from .schemas import (
     BINARY_INFER_ADAPTER,
     INFER_ADAPTER,
     PREDICT_ADAPTER,
+    BinaryInferRequest,
     InferRequest,
 )
 
@@ -183,11 +184,12 @@ def infer(plane: DataPlane, request: HttpRequest) -> HttpResponse:
     header_size = request.headers.get(BINARY_HEADER)
     if header_size is None:
         req: InferRequest = validate(INFER_ADAPTER, request.body)
-        tensors = [Tensor(t.datatype, t.shape, t.data) for t in req.inputs]  # type: ignore[arg-type]
+        tensors = [Tensor(t.datatype, t.shape, t.data) for t in req.inputs]
     else:
         header, raw = _split_binary(request.body, header_size)
-        req = validate(BINARY_INFER_ADAPTER, header)
-        tensors = _binary_tensors(req, raw)
+        binary_req = validate(BINARY_INFER_ADAPTER, header)
+        tensors = _binary_tensors(binary_req, raw)
+        req = binary_req
     outputs, binary = _requested_outputs(req)
     result = plane.infer(name, version, tensors, outputs, request.started)
     return _infer_response(result, req.id, binary)
@@ -204,12 +206,12 @@ def _split_binary(body: bytes, header_size: str) -> tuple[bytes, bytes]:
     return body[:size], body[size:]
 
 
-def _binary_tensors(req: InferRequest, raw: bytes) -> list[Tensor]:
+def _binary_tensors(req: BinaryInferRequest, raw: bytes) -> list[Tensor]:
     tensors, offset = [], 0
     for i, t in enumerate(req.inputs):
         where = f"inputs[{i}]"
         if t.data is not None:
-            tensors.append(Tensor(t.datatype, t.shape, t.data, where))  # type: ignore[arg-type]
+            tensors.append(Tensor(t.datatype, t.shape, t.data, where))
             continue
         size = (t.parameters or {}).get("binary_data_size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -277,7 +279,9 @@ def _flag(params: dict[str, Any] | None, key: str, where: str) -> bool:
     return value
 
 
-def _infer_response(result: InferResult, request_id: str | None, binary: list[bool]) -> HttpResponse:
+def _infer_response(
+    result: InferResult, request_id: str | None, binary: list[bool]
+) -> HttpResponse:
     m = result.model
     if len(binary) == 1 and len(result.outputs) > 1:
         binary = binary * len(result.outputs)

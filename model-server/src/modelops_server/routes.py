@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi.datastructures import Default
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.datastructures import Default
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.responses import Response
@@ -170,7 +170,9 @@ def openapi_document(routes: tuple[Route, ...] = ROUTES) -> dict[str, Any]:
         )
         for route in routes
     ]
-    schema = get_openapi(title=TITLE, version=__version__, description=DESCRIPTION, routes=api_routes)
+    schema = get_openapi(
+        title=TITLE, version=__version__, description=DESCRIPTION, routes=api_routes
+    )
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     for model in REQUEST_MODELS:
         definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
