@@ -26,9 +26,10 @@ $(STAMP): uv.lock pyproject.toml hack/bootstrap.sh hack/apt-packages.txt $(wildc
 
 install: $(STAMP) ## Install what the project runs with (venv, packages, Debian tools); idempotent.
 
-test-tools: install ## Build (or reuse from ~/.cache/modelops) test binaries: control plane, promtool.
+test-tools: install ## Build (or reuse from ~/.cache/modelops) test binaries: control plane, promtool; the KServe SDK venv.
 	@hack/build-k8s.sh
 	@hack/build-promtool.sh
+	@hack/kserve-venv.sh >/dev/null
 
 lint: install ## Run ruff and mypy on every package; hadolint, shellcheck, actionlint.
 	@$(VENV)/bin/ruff check .

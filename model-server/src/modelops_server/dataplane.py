@@ -286,7 +286,7 @@ def _check_range(x: Matrix, where: str) -> None:
         details.append(
             {
                 "field": f"{where}.data[{r}][{c}]",
-                "problem": f"{FEATURES[c]} = {x[r, c]!r} is outside "
+                "problem": f"{FEATURES[c]} = {float(x[r, c])!r} is outside "
                 f"({FEATURE_MIN_CM:g}, {FEATURE_MAX_CM:g}] cm",
             }
         )

@@ -23,10 +23,10 @@ from .errors import InvalidRequest, MalformedJSON, ServerError
 from .schemas import (
     BATCH_ADAPTER,
     BINARY_INFER_ADAPTER,
-    INFER_ADAPTER,
+    CLIENT_INFER_ADAPTER,
     PREDICT_ADAPTER,
     BinaryInferRequest,
-    InferRequest,
+    ClientInferRequest,
 )
 
 JSON = b"application/json"
@@ -183,16 +183,29 @@ def infer(plane: DataPlane, request: HttpRequest) -> HttpResponse:
     plane.served(name, version)
     header_size = request.headers.get(BINARY_HEADER)
     if header_size is None:
-        req: InferRequest = validate(INFER_ADAPTER, request.body)
+        req: ClientInferRequest = validate(CLIENT_INFER_ADAPTER, request.body)
         tensors = [Tensor(t.datatype, t.shape, t.data) for t in req.inputs]
     else:
         header, raw = _split_binary(request.body, header_size)
         binary_req = validate(BINARY_INFER_ADAPTER, header)
         tensors = _binary_tensors(binary_req, raw)
         req = binary_req
+    _check_body_names(req, name, version)
     outputs, binary = _requested_outputs(req)
     result = plane.infer(name, version, tensors, outputs, request.started)
     return _infer_response(result, req.id, binary)
+
+
+def _check_body_names(req: ClientInferRequest, name: str, version: str | None) -> None:
+    for field_name, in_body, in_path in (
+        ("model_name", req.model_name, name),
+        ("model_version", req.model_version, version),
+    ):
+        if in_body and in_path and in_body != in_path:
+            raise InvalidRequest(
+                f"{field_name} {in_body!r} in the body differs from {in_path!r} in the path",
+                [{"field": field_name, "problem": "differs from the path"}],
+            )
 
 
 def _split_binary(body: bytes, header_size: str) -> tuple[bytes, bytes]:
@@ -246,7 +259,7 @@ def _raw_values(datatype: str, chunk: bytes, where: str) -> np.ndarray:
     return np.frombuffer(chunk, dtype=dtype)
 
 
-def _requested_outputs(req: InferRequest) -> tuple[list[RequestedOutput] | None, list[bool]]:
+def _requested_outputs(req: ClientInferRequest) -> tuple[list[RequestedOutput] | None, list[bool]]:
     """Outputs asked for, and per output whether it goes in binary (default: all outputs)."""
     default_binary = _flag(req.parameters, "binary_data_output", "parameters")
     if not req.outputs:
