@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -198,8 +199,7 @@ def main() -> int:
         print(f"usage: {sys.argv[0]} {{{','.join(clients)}}}", file=sys.stderr)
         return 2
     http_url, grpc_target = os.environ["OIP_HTTP"], os.environ["OIP_GRPC"]
-    with open(os.environ["OIP_ROWS"]) as handle:
-        rows = np.asarray(json.load(handle), dtype=np.float64)
+    rows = np.asarray(json.loads(Path(os.environ["OIP_ROWS"]).read_text()), dtype=np.float64)
     if client.startswith("triton"):
         result = triton(client, http_url, grpc_target, rows)
     else:

@@ -18,9 +18,7 @@ import pytest
 from modelops_server.app import create_app
 
 pytestmark = pytest.mark.integration
-PREDICT = (
-    b'{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
-)
+PREDICT = b'{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
 REQUEST = (
     b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
     b"Content-Length: %d\r\n\r\n%s" % (len(PREDICT), PREDICT)
