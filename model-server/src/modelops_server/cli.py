@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="HTTP port to listen on (default 8000)")
     parser.add_argument(
-        "--grpc-port", type=int, help="OIP gRPC port to listen on (default 8001; 0: off)"
+        "--grpc-port", type=int, help="OIP gRPC port to listen on (default 0: off; 8001 in k8s)"
     )
     parser.add_argument("--model-name", help="name under /v2/models/ (default: the artifact's)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error", "critical"])

@@ -24,8 +24,10 @@ class ServerSettings(BaseSettings):
     )
     host: str = Field(default="0.0.0.0", description="address to listen on")
     port: int = Field(default=8000, ge=0, le=65535, description="port to listen on (HTTP)")
+    # Off unless set: processes started without it (tests, local mode) must not contend for
+    # one fixed port; the server Deployment sets 8001.
     grpc_port: int = Field(
-        default=8001,
+        default=0,
         ge=0,
         le=65535,
         description="port of the OIP gRPC service (inference.GRPCInferenceService); 0: off",
