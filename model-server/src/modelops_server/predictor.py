@@ -27,6 +27,8 @@ Indices = npt.NDArray[np.intp]
 # (the latter expands |x-y|^2 = |x|^2 - 2xy + |y|^2). A k-th/(k+1)-th gap below this relative
 # tolerance means the neighbour set could differ, so that row goes to the estimator.
 _KNN_TIE_RTOL = 1e-9
+# ndarray.any() goes through a Python wrapper; the ufunc reduction it ends in is ~3x cheaper.
+_ANY = np.logical_or.reduce
 # Bound the (queries x training rows x features) temporary of the KNN distance computation.
 _KNN_CHUNK_ELEMENTS = 1 << 20
 
@@ -60,9 +62,13 @@ class _Imputer:
     statistics: Matrix
 
     def apply(self, x: Matrix) -> Matrix:
-        missing = np.isnan(x)
-        if missing.any():
-            return np.where(missing, self.statistics, x)
+        # A NaN makes the sum NaN (so does inf - inf, then the mask below finds no NaN): one
+        # ufunc call instead of isnan + any on the common, complete row.
+        total = np.add.reduce(x, axis=None)
+        if total != total:
+            missing = np.isnan(x)
+            if _ANY(missing, axis=None):
+                return np.where(missing, self.statistics, x)
         return x
 
 
@@ -105,7 +111,7 @@ class VectorisedPredictor:
         for step in self._steps:
             z = step.apply(z)
         indices, proba, undecided = self._head.run(z, x)
-        if undecided.any():
+        if _ANY(undecided, axis=None):
             rows = np.flatnonzero(undecided)
             exact_indices, exact_proba = self._fallback.predict(x[rows])
             indices[rows] = exact_indices

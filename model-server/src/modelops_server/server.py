@@ -2,7 +2,8 @@
 
 uvicorn closes idle keep-alive connections but puts no time limit on a request's headers or
 body, nor on a new connection that never sends one: a few hundred slow clients could hold the
-server. :func:`guarded_protocol` adds those limits to uvicorn's httptools protocol:
+server. :func:`guarded_protocol` adds those limits to uvicorn's httptools protocol (enforced by
+one :class:`ConnectionGuard` sweep for all connections):
 - a new connection that sends nothing within TIMEOUT_KEEP_ALIVE is closed (as an idle
   kept-alive one is);
 - a request's headers and body must arrive within TIMEOUT_REQUEST, else 408 and close;
@@ -27,6 +28,7 @@ import asyncio
 import logging
 import time
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 import uvicorn
@@ -97,19 +99,53 @@ def _timeout_response(seconds: float) -> bytes:
     return head.encode() + body
 
 
+class ConnectionGuard:
+    """One timer for every connection instead of two per request: each SWEEP_S it closes
+    connections idle past TIMEOUT_KEEP_ALIVE and answers 408 to requests still arriving after
+    TIMEOUT_REQUEST (a timer per request costs more than parsing it)."""
+
+    SWEEP_S = 0.25
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.idle_timeout = float(settings.timeout_keep_alive)
+        self.request_timeout = settings.timeout_request
+        self.connections: set[Any] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        self.connections = connections
+        self._handle = loop.call_later(self.SWEEP_S, self._sweep, loop)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for protocol in [p for p in self.connections if getattr(p, "deadline", None)]:
+            if now >= protocol.deadline:
+                protocol.expire()
+        self._handle = loop.call_later(self.SWEEP_S, self._sweep, loop)
+
+
 def guarded_protocol(
-    settings: ServerSettings, app: ServerApp | None = None, burst: Burst | None = None
+    settings: ServerSettings,
+    app: ServerApp | None = None,
+    burst: Burst | None = None,
+    guard: ConnectionGuard | None = None,
 ) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with the guards above, and the fast path if `app` is given."""
-    request_timeout = settings.timeout_request
     max_connections = settings.max_connections
-    timeout_response = _timeout_response(request_timeout)
+    timeouts = guard or ConnectionGuard(settings)
+    timeout_response = _timeout_response(timeouts.request_timeout)
     fast_app = None if settings.access_log else app
     keep_limit = settings.max_body_bytes + 1  # one byte over the limit is enough to refuse
     counter = burst or Burst()
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        _request_timer: asyncio.TimerHandle | None = None
+        deadline: float | None = None  # loop time the connection or request expires at
+        _reading = False  # a request has begun and is not yet complete
         _fast: tuple[Route, dict[str, str], float] | None = None
         _fast_body: list[bytes]
         _fast_size = 0
@@ -120,20 +156,17 @@ def guarded_protocol(
             if len(self.connections) > max_connections:
                 transport.close()
                 return
-            # uvicorn's own idle timer, armed before the first request too; data cancels it.
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
+            self.deadline = self.loop.time() + timeouts.idle_timeout  # until it sends
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_request_timer()
+            self.deadline = None
             self._fast = None
             super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._stop_request_timer()
-            self._request_timer = self.loop.call_later(request_timeout, self._request_timed_out)
+            self._reading = True
+            self.deadline = self.loop.time() + timeouts.request_timeout
 
         def on_headers_complete(self) -> None:
             target = self._fast_target() if fast_app is not None else None
@@ -153,7 +186,8 @@ def guarded_protocol(
             self._fast_size += len(body)
 
         def on_message_complete(self) -> None:
-            self._stop_request_timer()
+            self._reading = False
+            self.deadline = None  # answering; uvicorn's keep-alive timer follows an ASGI answer
             fast = self._fast
             if fast is None:
                 super().on_message_complete()
@@ -204,27 +238,18 @@ def guarded_protocol(
                 # A client that sends requests without reading answers waits for itself.
                 self._reading_paused = True
                 self.transport.pause_reading()
-            self._unset_keepalive_if_required()
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
+            if not self._reading:  # (a pipelined request may have begun meanwhile)
+                self.deadline = self.loop.time() + timeouts.idle_timeout
 
-        def _stop_request_timer(self) -> None:
-            if self._request_timer is not None:
-                self._request_timer.cancel()
-                self._request_timer = None
-
-        def _request_timed_out(self) -> None:
-            self._request_timer = None
+        def expire(self) -> None:
+            self.deadline = None
             if self.transport.is_closing():
                 return
             cycle = self.cycle
-            if (
-                self._fast is not None
-                or cycle is None
-                or cycle.response_complete
-                or (not cycle.response_started)
-            ):
+            answering = (
+                cycle is not None and cycle.response_started and not (cycle.response_complete)
+            )
+            if self._reading and not answering:
                 self.transport.write(timeout_response)
             self.transport.close()
 
@@ -232,14 +257,17 @@ def guarded_protocol(
 
 
 def uvicorn_config(
-    settings: ServerSettings, app: ServerApp, burst: Burst | None = None
+    settings: ServerSettings,
+    app: ServerApp,
+    burst: Burst | None = None,
+    guard: ConnectionGuard | None = None,
 ) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=guarded_protocol(settings, app, burst),
+        http=guarded_protocol(settings, app, burst, guard),
         lifespan="on",
         access_log=settings.access_log,
         log_config=log_config(settings.log_level),
@@ -253,7 +281,9 @@ async def serve(settings: ServerSettings, model: LoadedModel) -> None:
     """Serve HTTP (and gRPC unless GRPC_PORT is 0) until SIGTERM/SIGINT."""
     app = create_app(settings, model)
     burst = Burst()
-    server = uvicorn.Server(uvicorn_config(settings, app, burst))
+    guard = ConnectionGuard(settings)
+    server = uvicorn.Server(uvicorn_config(settings, app, burst, guard))
+    guard.start(asyncio.get_running_loop(), server.server_state.connections)
     tasks = server.server_state.tasks
     # In flight: ASGI request tasks (queued ones too) and this iteration's fast-path requests.
     app.pending = lambda: len(tasks) + burst.count
@@ -266,6 +296,7 @@ async def serve(settings: ServerSettings, model: LoadedModel) -> None:
     try:
         await server.serve()
     finally:
+        guard.stop()
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
 
