@@ -192,6 +192,14 @@ class DataPlane:
                 "split it into smaller requests"
             )
 
+    def predict_row(self, row: list[float], started: float) -> Prediction:
+        """One seed API row, already validated field by field by the request schema."""
+        m = self.serving()
+        index, proba = m.predict_one(row)
+        elapsed = time.perf_counter() - started
+        self.metrics.observe_predictions((index,), elapsed)
+        return Prediction(m, [index], [proba[index]], elapsed)
+
     def predict_rows(self, x: Matrix, started: float) -> Prediction:
         """Seed API rows, already validated field by field by the request schema."""
         m = self.serving()
@@ -228,8 +236,12 @@ class DataPlane:
                 f"unknown output(s) {unknown}; this model offers {list(OIP_OUTPUTS)}",
                 [{"field": "outputs", "problem": f"unknown output {u!r}"} for u in unknown],
             )
-        indices, proba = m.predict(x)
-        idx = indices.tolist()
+        if len(x) == 1:
+            index, row_proba = m.predict_one(x[0].tolist())
+            idx, proba = [index], np.array([row_proba])
+        else:
+            indices, proba = m.predict(x)
+            idx = indices.tolist()
         self.metrics.observe_predictions(idx, time.perf_counter() - started)
         return InferResult(m, [_output(m, w, idx, proba) for w in wanted])
 

@@ -52,6 +52,9 @@ class LoadedModel:
     def predict(self, x: Matrix) -> tuple[np.ndarray, Matrix]:
         return self.predictor.predict(x)
 
+    def predict_one(self, row: list[float]) -> tuple[int, list[float]]:
+        return self.predictor.predict_one(row)
+
     def warm_up(self) -> None:
         """Run every code path once and prove the fast path against the estimator.
 
@@ -72,9 +75,25 @@ class LoadedModel:
                 )
                 self.predictor = exact
                 self.predictor_reason = f"estimator path: self-check failed ({problem})"
+        problem = _one_row_difference(self.predictor, rows)
+        if problem is not None:
+            log.warning("one-row path disagrees with the array path (%s); serving with the "
+                        "estimator itself", problem)  # fmt: skip
+            self.predictor = exact
+            self.predictor_reason = f"estimator path: one-row self-check failed ({problem})"
         for n in (1, 2, 8):
             self.predictor.predict(rows[:n])
         self.warm = True
+
+
+def _one_row_difference(predictor: Predictor, rows: Matrix) -> str | None:
+    """predict_one must answer each row as predict does for it (the array path is checked
+    against the estimator; the one-row path against the array path)."""
+    for i, row in enumerate(rows):
+        indices, proba = predictor.predict(rows[i : i + 1])
+        if predictor.predict_one(row.tolist()) != (int(indices[0]), proba[0].tolist()):
+            return f"row {i} ({row.tolist()})"
+    return None
 
 
 def load_model(

@@ -67,10 +67,8 @@ def error_response(error: ServerError) -> HttpResponse:
 def predict(plane: DataPlane, request: HttpRequest) -> HttpResponse:
     plane.serving()
     req = validate(PREDICT_ADAPTER, request.body)
-    x = np.array(
-        [[req.sepal_length, req.sepal_width, req.petal_length, req.petal_width]], dtype=np.float64
-    )
-    p = plane.predict_rows(x, request.started)
+    row = [req.sepal_length, req.sepal_width, req.petal_length, req.petal_width]
+    p = plane.predict_row(row, request.started)
     return json_response(
         {
             "species": p.model.classes[p.indices[0]],
