@@ -41,14 +41,28 @@ def test_infer_takes_nested_flat_and_array_data(plane, knn_model, data):
     result = infer(plane, Tensor("FP64", [2, 4], data))
     predict, proba = result.outputs
     assert predict.as_list() == list(knn_model.pipeline.predict(np.array(ROWS)))
-    assert np.array_equal(proba.values, knn_model.pipeline.predict_proba(np.array(ROWS)))
+    assert proba.shape == [2, 3]
+    assert proba.as_list() == knn_model.pipeline.predict_proba(np.array(ROWS)).ravel().tolist()
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "FP64"])
+def test_one_row_path_equals_the_array_path(plane, datatype):
+    # One row goes through plain Python; the same row inside a batch through numpy.
+    rng = np.random.default_rng(5)
+    rows = rng.uniform(0.05, 9.0, size=(10, 4))  # MAX_BATCH_SIZE of this plane
+    batch = infer(plane, Tensor(datatype, [10, 4], rows)).outputs
+    for i, row in enumerate(rows.tolist()):
+        one = infer(plane, Tensor(datatype, [1, 4], row)).outputs
+        assert one[0].as_list() == batch[0].as_list()[i : i + 1]
+        assert one[1].as_list() == batch[1].as_list()[3 * i : 3 * i + 3]
 
 
 def test_fp32_is_rounded_to_float32(plane, knn_model):
     row = [[4.95, 3.05, 1.45, 0.25]]
     proba = infer(plane, Tensor("FP32", [1, 4], row)).outputs[1]
     x32 = np.array(row, dtype=np.float32).astype(np.float64)
-    assert np.array_equal(proba.values, knn_model.pipeline.predict_proba(x32))
+    assert proba.shape == [1, 3]
+    assert proba.as_list() == knn_model.pipeline.predict_proba(x32).ravel().tolist()
 
 
 def test_classification_extension(plane):

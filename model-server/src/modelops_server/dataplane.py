@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,17 +55,17 @@ class OutputTensor:
     name: str
     datatype: str  # "BYTES" (labels, or classification strings) or "FP64"
     shape: list[int]
-    values: np.ndarray | list[str]
+    values: np.ndarray | list[Any]  # an array, or the values flat in row-major order
 
     def as_list(self) -> list[Any]:
         return self.values if isinstance(self.values, list) else self.values.ravel().tolist()
 
     def as_raw(self) -> bytes:
         """The OIP binary form: little-endian numbers, or 4-byte-length-prefixed strings."""
-        if isinstance(self.values, list):
+        if self.datatype == "BYTES":
             parts = []
             for text in self.values:
-                encoded = text.encode()
+                encoded = str(text).encode()
                 parts.append(len(encoded).to_bytes(4, "little") + encoded)
             return b"".join(parts)
         return np.ascontiguousarray(self.values, dtype="<f8").tobytes()
@@ -228,7 +229,8 @@ class DataPlane:
                 f"({INPUT_NAME}, shape [N, {len(FEATURES)}])",
                 [{"field": "inputs", "problem": "must hold exactly one tensor"}],
             )
-        x = self.matrix(inputs[0])
+        row = _one_row(inputs[0])
+        x = self.matrix(inputs[0]) if row is None else None
         wanted = outputs or _DEFAULT_OUTPUTS
         unknown = [w.name for w in wanted if w.name not in OIP_OUTPUTS]
         if unknown:
@@ -236,9 +238,13 @@ class DataPlane:
                 f"unknown output(s) {unknown}; this model offers {list(OIP_OUTPUTS)}",
                 [{"field": "outputs", "problem": f"unknown output {u!r}"} for u in unknown],
             )
-        if len(x) == 1:
-            index, row_proba = m.predict_one(x[0].tolist())
-            idx, proba = [index], np.array([row_proba])
+        proba: Matrix | list[float]
+        if x is None or len(x) == 1:
+            if row is None:
+                assert x is not None
+                row = x[0].tolist()
+            index, proba = m.predict_one(row)
+            idx = [index]
         else:
             indices, proba = m.predict(x)
             idx = indices.tolist()
@@ -314,11 +320,39 @@ def _check_range(x: Matrix, where: str) -> None:
     )
 
 
-def _output(m: LoadedModel, wanted: RequestedOutput, idx: list[int], proba: Matrix) -> OutputTensor:
+def _one_row(tensor: Tensor) -> list[float] | None:
+    """A valid one-row tensor's values as Python floats (the cheap path), else None: the
+    array path then checks the tensor and names what is wrong."""
+    if tensor.datatype not in INPUT_DATATYPES or list(tensor.shape) != [1, len(FEATURES)]:
+        return None
+    data = tensor.data
+    if isinstance(data, np.ndarray):
+        row = data.tolist() if data.shape == (len(FEATURES),) else None
+    else:
+        row = data[0] if len(data) == 1 and isinstance(data[0], list) else data
+    if not isinstance(row, list) or len(row) != len(FEATURES):
+        return None
+    if tensor.datatype == "FP32":
+        try:  # what an FP32 tensor holds: each value rounded to float32 (as numpy rounds)
+            row = list(struct.unpack("<4f", struct.pack("<4f", *row)))
+        except (OverflowError, struct.error):
+            return None
+    values = [float(v) for v in row]
+    if all(FEATURE_MIN_CM < v <= FEATURE_MAX_CM for v in values):
+        return values
+    return None
+
+
+def _output(
+    m: LoadedModel, wanted: RequestedOutput, idx: list[int], proba: Matrix | list[float]
+) -> OutputTensor:
+    """An output tensor; `proba` is the (N, classes) matrix, or one row's list."""
     if wanted.classification:
-        return _classification(m, wanted, idx, proba)
+        return _classification(m, wanted, idx, np.array(proba, ndmin=2))
     if wanted.name == "predict":
         return OutputTensor("predict", "BYTES", [len(idx)], [m.classes[i] for i in idx])
+    if isinstance(proba, list):
+        return OutputTensor("predict_proba", "FP64", [1, len(proba)], proba)
     return OutputTensor("predict_proba", "FP64", list(proba.shape), proba)
 
 
