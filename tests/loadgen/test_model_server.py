@@ -161,7 +161,7 @@ def test_grpc_request_bytes_are_a_model_infer_request():
     """The hand-written protobuf bytes parse as the server's ModelInferRequest."""
     import numpy as np
 
-    from modelops_loadgen.grpcclient import decode_labels, encode_infer_request
+    from modelops_loadgen.oip_wire import decode_labels, encode_infer_request
     from modelops_server.oip import open_inference_grpc_pb2 as pb
 
     rows = [(5.1, 3.5, 1.4, 0.2), (6.7, 3.0, 5.2, 2.3)]

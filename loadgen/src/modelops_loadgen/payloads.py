@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from modelops_loadgen.grpcclient import decode_labels, encode_infer_request
+from modelops_loadgen.oip_wire import decode_labels, encode_infer_request
 from modelops_loadgen.settings import Endpoint, PayloadKind
 
 FEATURES: tuple[str, str, str, str] = ("sepal_length", "sepal_width", "petal_length", "petal_width")

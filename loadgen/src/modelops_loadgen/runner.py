@@ -21,7 +21,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from modelops_loadgen.grpcclient import GrpcClient
 from modelops_loadgen.httpclient import (
     ConnectError,
     DisconnectedError,
@@ -359,7 +358,13 @@ class Generator:
             if s.targets_file is not None and not s.targets
             else None
         )
-        client: Client = GrpcClient(s.timeout) if s.endpoint == "grpc" else HttpClient(s.timeout)
+        client: Client
+        if s.endpoint == "grpc":
+            from modelops_loadgen.grpcclient import GrpcClient  # grpc only for gRPC runs
+
+            client = GrpcClient(s.timeout)
+        else:
+            client = HttpClient(s.timeout)
         self._client = client
         background: list[asyncio.Task[None]] = []
         try:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from modelops_loadgen.grpcclient import GrpcEndpoint
 from modelops_loadgen.httpclient import Endpoint
+from modelops_loadgen.oip_wire import GrpcEndpoint
 
 log = logging.getLogger("modelops_loadgen.targets")
 
