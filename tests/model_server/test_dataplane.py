@@ -37,12 +37,12 @@ def test_not_ready_until_started(knn_artifact, knn_model, settings_for):
 
 
 @pytest.mark.parametrize("data", [ROWS, [v for r in ROWS for v in r], np.array(ROWS)])
-def test_infer_takes_nested_flat_and_array_data(plane, knn_model, data):
+def test_infer_takes_nested_flat_and_array_data(plane, knn_model, data, knn_pipeline):
     result = infer(plane, Tensor("FP64", [2, 4], data))
     predict, proba = result.outputs
-    assert predict.as_list() == list(knn_model.pipeline.predict(np.array(ROWS)))
+    assert predict.as_list() == list(knn_pipeline.predict(np.array(ROWS)))
     assert proba.shape == [2, 3]
-    assert proba.as_list() == knn_model.pipeline.predict_proba(np.array(ROWS)).ravel().tolist()
+    assert proba.as_list() == knn_pipeline.predict_proba(np.array(ROWS)).ravel().tolist()
 
 
 @pytest.mark.parametrize("datatype", ["FP32", "FP64"])
@@ -57,12 +57,12 @@ def test_one_row_path_equals_the_array_path(plane, datatype):
         assert one[1].as_list() == batch[1].as_list()[3 * i : 3 * i + 3]
 
 
-def test_fp32_is_rounded_to_float32(plane, knn_model):
+def test_fp32_is_rounded_to_float32(plane, knn_model, knn_pipeline):
     row = [[4.95, 3.05, 1.45, 0.25]]
     proba = infer(plane, Tensor("FP32", [1, 4], row)).outputs[1]
     x32 = np.array(row, dtype=np.float32).astype(np.float64)
     assert proba.shape == [1, 3]
-    assert proba.as_list() == knn_model.pipeline.predict_proba(x32).ravel().tolist()
+    assert proba.as_list() == knn_pipeline.predict_proba(x32).ravel().tolist()
 
 
 def test_classification_extension(plane):

@@ -118,7 +118,7 @@ def infer_request(x: np.ndarray, datatype: str = "FP64", raw: bool = True, **ext
 
 @pytest.mark.parametrize("raw", [True, False])
 @pytest.mark.parametrize("datatype", ["FP32", "FP64"])
-def test_model_infer(plane, knn_model, datatype, raw):
+def test_model_infer(plane, knn_model, datatype, raw, knn_pipeline):
     response = InferenceServicer(plane).ModelInfer(infer_request(ROWS, datatype, raw, id="r1"))
     assert (response.model_name, response.model_version, response.id) == ("iris", "knn", "r1")
     assert [o.name for o in response.outputs] == ["predict", "predict_proba"]
@@ -129,9 +129,9 @@ def test_model_infer(plane, knn_model, datatype, raw):
         size = int.from_bytes(labels_raw[offset : offset + 4], "little")
         labels.append(labels_raw[offset + 4 : offset + 4 + size].decode())
         offset += 4 + size
-    assert labels == list(knn_model.pipeline.predict(x))
+    assert labels == list(knn_pipeline.predict(x))
     proba = np.frombuffer(proba_raw, "<f8").reshape(list(response.outputs[1].shape))
-    assert np.array_equal(proba, knn_model.pipeline.predict_proba(x))
+    assert np.array_equal(proba, knn_pipeline.predict_proba(x))
 
 
 def test_probes_and_metadata(plane):

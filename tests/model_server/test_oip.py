@@ -165,7 +165,7 @@ def split_binary(response):
 
 
 @pytest.mark.parametrize("datatype", ["FP32", "FP64"])
-def test_binary_tensor_in_and_out(client, knn_model, datatype):
+def test_binary_tensor_in_and_out(client, knn_model, datatype, knn_pipeline):
     x = np.array(ROWS)
     body, headers = binary_body(x, datatype, parameters={"binary_data_output": True})
     response = client.post("/v2/models/iris/infer", content=body, headers=headers)
@@ -177,7 +177,7 @@ def test_binary_tensor_in_and_out(client, knn_model, datatype):
     assert len(proba_raw) == sizes[1] == 3 * 3 * 8
     xs = x.astype(np.float32).astype(np.float64) if datatype == "FP32" else x
     proba = np.frombuffer(proba_raw, "<f8").reshape(3, 3)
-    assert np.array_equal(proba, knn_model.pipeline.predict_proba(xs))
+    assert np.array_equal(proba, knn_pipeline.predict_proba(xs))
     assert labels_raw[4 : 4 + len("setosa")] == b"setosa"
 
 

@@ -53,27 +53,27 @@ def run_client(python: str, client: str, server, rows: np.ndarray, tmp_path: Pat
     return json.loads(out.stdout)
 
 
-def expected(model, rows: np.ndarray, datatype: str):
+def expected(pipeline, rows: np.ndarray, datatype: str):
     # What an FP32 tensor holds is the float32 rounding of each value.
     x = rows.astype(np.float32).astype(np.float64) if datatype == "FP32" else rows
-    return [str(v) for v in model.pipeline.predict(x)], model.pipeline.predict_proba(x).tolist()
+    return [str(v) for v in pipeline.predict(x)], pipeline.predict_proba(x).tolist()
 
 
-def check_predictions(result: dict, model, rows: np.ndarray) -> None:
+def check_predictions(result: dict, pipeline, rows: np.ndarray) -> None:
     assert result["live"] is True and result["ready"] is True and result["model_ready"] is True
     assert {key.split("/")[0] for key in result["results"]} == {"FP32", "FP64"}
     for key, got in result["results"].items():
-        labels, proba = expected(model, rows, key.split("/")[0])
+        labels, proba = expected(pipeline, rows, key.split("/")[0])
         assert got["labels"] == labels, key
         assert got["proba"] == proba, key  # bit for bit: JSON carries every float exactly
 
 
 @pytest.mark.parametrize("client", ["triton-http", "triton-grpc"])
-def test_tritonclient(client, oip_server, knn_model, rows, tmp_path):
+def test_tritonclient(client, oip_server, knn_model, rows, tmp_path, knn_pipeline):
     result = run_client(sys.executable, client, oip_server, rows, tmp_path)
-    check_predictions(result, knn_model, rows)
+    check_predictions(result, knn_pipeline, rows)
     assert len(result["results"]) == (10 if client == "triton-http" else 4)
-    labels, proba = expected(knn_model, rows[:1], "FP64")
+    labels, proba = expected(knn_pipeline, rows[:1], "FP64")
     assert result["default_outputs"] == {"labels": labels, "proba": proba}
     meta = result["model_metadata"]
     assert meta["name"] == "iris" and meta["versions"] == ["knn"]
@@ -98,8 +98,8 @@ def test_tritonclient(client, oip_server, knn_model, rows, tmp_path):
 
 
 @pytest.mark.parametrize("client", ["kserve-rest", "kserve-grpc"])
-def test_kserve_sdk(client, kserve_python, oip_server, knn_model, rows, tmp_path):
+def test_kserve_sdk(client, kserve_python, oip_server, knn_model, rows, tmp_path, knn_pipeline):
     result = run_client(kserve_python, client, oip_server, rows, tmp_path)
-    check_predictions(result, knn_model, rows)
+    check_predictions(result, knn_pipeline, rows)
     assert len(result["results"]) == (6 if client == "kserve-rest" else 4)
     assert "'roses' is not served here" in result["errors"]["unknown_model"]["message"]
