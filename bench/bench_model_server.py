@@ -5,9 +5,11 @@ Closed loop: wrk, 1 thread, 32 connections, on core 1; every server is one proce
 - baseline B: MLServer with its scikit-learn runtime on the same model (pickled), in its own venv
   (~/.cache/modelops/bench-venv, created on first run from the package index), asked for
   label and probabilities like ours answers
-- floor: FastAPI answering a constant (bench/floor_app.py: the standard route, and the raw route
-  class our server uses)
+- floor: FastAPI answering a constant (bench/floor_app.py: a standard route), and a bare ASGI
+  callable answering the same constant (what uvicorn alone costs)
 - ours: modelops-server on /predict and on OIP infer; with metrics off to price instrumentation
+- ours gRPC: OIP ModelInfer on the server's gRPC port, driven by ghz (Go, built on first run with
+  `go install` like vegeta), 32 concurrent calls on one connection
 Open loop at 50 % of our closed-loop maximum: vegeta (Go, built on first run with
 `go install` into ~/.cache/modelops/go/bin; it keeps a 3k req/s schedule where a Python
 generator on a shared core falls behind) and modelops-loadgen (latency from the intended send
@@ -52,11 +54,27 @@ BENCH_VENV = Path.home() / ".cache" / "modelops" / "bench-venv"
 MLSERVER_VERSION = "1.7.1"
 VEGETA = "github.com/tsenart/vegeta/v12@v12.13.0"
 VEGETA_BIN = Path.home() / ".cache" / "modelops" / "go" / "bin" / "vegeta"
+GHZ = "github.com/bojand/ghz/cmd/ghz@v0.121.0"
+GHZ_BIN = Path.home() / ".cache" / "modelops" / "go" / "bin" / "ghz"
+PROTO = ROOT / "model-server" / "src" / "modelops_server" / "oip" / "open_inference_grpc.proto"
+GRPC_REQUEST = {
+    "model_name": "iris",
+    "inputs": [
+        {
+            "name": "input-0",
+            "datatype": "FP64",
+            "shape": [1, 4],
+            "contents": {"fp64_contents": [5.1, 3.5, 1.4, 0.2]},
+        }
+    ],
+    "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+}
 GOALS = {
     "vs_A": 5.0,
     "vs_B": 5.0,
-    "vs_floor": 0.5,
-    "open_p99_ms": 10.0,
+    "vs_floor": 1.5,
+    "infer_vs_floor": 1.2,
+    "open_p99_ms": 2.0,
     "ready_s": 3.0,
     "instrumentation_cost": 0.05,
 }
@@ -335,24 +353,6 @@ def loadgen_open(base_url: str, rate: float, duration: int) -> dict[str, object]
     return summary
 
 
-def ensure_vegeta() -> Path | None:
-    if VEGETA_BIN.exists():
-        return VEGETA_BIN
-    go = shutil.which("go")
-    if go is None:
-        print("no Go toolchain: open loop measured with modelops-loadgen only", flush=True)
-        return None
-    print(f"building {VEGETA} (first run only)…", flush=True)
-    subprocess.run(
-        [go, "install", VEGETA],
-        env={**os.environ, "GOBIN": str(VEGETA_BIN.parent), "GOFLAGS": "-mod=mod"},
-        check=True,
-        capture_output=True,
-        timeout=900,
-    )
-    return VEGETA_BIN
-
-
 def vegeta_open(vegeta: Path, url: str, rate: float, duration: int, tmp: Path) -> dict[str, float]:
     body = tmp / "predict.json"
     body.write_text(
@@ -397,8 +397,73 @@ def vegeta_open(vegeta: Path, url: str, rate: float, duration: int, tmp: Path) -
     }
 
 
+def ensure_go_tool(module: str, binary: Path) -> Path | None:
+    if binary.exists():
+        return binary
+    go = shutil.which("go")
+    if go is None:
+        print(f"no Go toolchain: {binary.name} not built, its figures are left out", flush=True)
+        return None
+    print(f"building {module} (first run only)…", flush=True)
+    subprocess.run(
+        [go, "install", module],
+        env={**os.environ, "GOBIN": str(binary.parent), "GOFLAGS": "-mod=mod"},
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
+    return binary
+
+
+def ghz(label: str, ghz_bin: Path, target: str, pid: int, duration: int = DURATION) -> Run:
+    """Closed loop over gRPC: CONNECTIONS concurrent ModelInfer calls on one connection."""
+    cpu_before = tree_cpu_seconds(pid)
+    out = subprocess.run(
+        [
+            "taskset", "-c", LOAD_CPU, str(ghz_bin),
+            "--insecure",
+            "--proto", str(PROTO),
+            "--call", "inference.GRPCInferenceService.ModelInfer",
+            "-d", json.dumps(GRPC_REQUEST),
+            "-c", str(CONNECTIONS),
+            "--connections", "1",
+            "-z", f"{duration}s",
+            "--format", "json",
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    ).stdout  # fmt: skip
+    cpu = tree_cpu_seconds(pid) - cpu_before
+    report = json.loads(out)
+    latencies = {d["percentage"]: d["latency"] / 1e6 for d in report["latencyDistribution"]}
+    # ghz closes its connection when the time is up: the calls still in flight then end as
+    # "use of closed network connection" on its side. Anything else is a real failure.
+    errors = {
+        k: v
+        for k, v in report.get("errorDistribution", {}).items()
+        if "use of closed network connection" not in k
+    }
+    if errors:
+        raise RuntimeError(f"{label}: failed calls {errors}; the measurement is invalid")
+    requests = int(report.get("statusCodeDistribution", {}).get("OK", 0))
+    return Run(
+        label,
+        float(report["rps"]),
+        latencies[50],
+        latencies[99],
+        0,
+        0,
+        requests,
+        1e6 * cpu / max(requests, 1),
+    )
+
+
 def versions() -> dict[str, str]:
     import fastapi
+    import grpc
     import numpy
     import pydantic
     import sklearn
@@ -418,7 +483,10 @@ def versions() -> dict[str, str]:
         "pydantic": pydantic.VERSION,
         "scikit-learn": sklearn.__version__,
         "numpy": numpy.__version__,
+        "grpcio": grpc.__version__,
         "mlserver": MLSERVER_VERSION,
+        "ghz": GHZ.rsplit("@", 1)[1],
+        "vegeta": VEGETA.rsplit("@", 1)[1],
         "wrk": wrk_version[1] if len(wrk_version) > 1 else "?",
     }
 
@@ -500,8 +568,11 @@ def main() -> None:
             server, port = start("floor", uvicorn_cmd("floor_app:app"), "/readyz", cwd=HERE)
             add("floor: FastAPI constant", server, port, "/predict", "predict.lua")
             server, port = start("raw", uvicorn_cmd("floor_app:raw_app"), "/readyz", cwd=HERE)
-            add("floor: FastAPI raw route constant", server, port, "/predict", "predict.lua")
-            ours, ours_port = start("ours", ours_cmd, "/readyz")
+            add("ceiling: bare ASGI constant", server, port, "/predict", "predict.lua")
+            grpc_port = free_port()
+            ours, ours_port = start(
+                "ours", ours_cmd, "/readyz", env={"MODELOPS_SERVER_GRPC_PORT": str(grpc_port)}
+            )
             add("ours: /predict", ours, ours_port, "/predict", "predict.lua")
             targets.append(
                 (
@@ -520,9 +591,18 @@ def main() -> None:
             for _, url, script, _ in targets:
                 warm(url, script)
             samples: dict[str, list[Run]] = {label: [] for label, *_ in targets}
+            ghz_bin = ensure_go_tool(GHZ, GHZ_BIN)
+            grpc_label = "ours: gRPC ModelInfer (1 row, both outputs)"
+            if ghz_bin is not None:
+                samples[grpc_label] = []
+                ghz("warm-up", ghz_bin, f"127.0.0.1:{grpc_port}", ours.process.pid, 2)
             for round_no in range(ROUNDS):
                 for label, url, script, pid in targets:
                     samples[label].append(wrk(label, url, script, pid=pid))
+                if ghz_bin is not None:
+                    samples[grpc_label].append(
+                        ghz(grpc_label, ghz_bin, f"127.0.0.1:{grpc_port}", ours.process.pid)
+                    )
                 print(
                     f"  round {round_no + 1}: "
                     + ", ".join(
@@ -556,7 +636,7 @@ def main() -> None:
             # Open loop at half of our closed-loop maximum.
             target = 0.5 * runs["ours: /predict"].rps
             print(f"\nopen loop at {target:.0f} req/s for {DURATION * 2} s:", flush=True)
-            vegeta = ensure_vegeta()
+            vegeta = ensure_go_tool(VEGETA, VEGETA_BIN)
             if vegeta is not None:
                 results["open_loop_vegeta"] = vegeta_open(
                     vegeta, f"http://127.0.0.1:{ours_port}/predict", target, DURATION * 2, tmp
@@ -614,13 +694,14 @@ def report(
     a = runs["A: naive FastAPI + sklearn"]
     b = runs.get("B: MLServer sklearn runtime")
     floor = runs["floor: FastAPI constant"]
+    infer = runs["ours: OIP infer"]
     print(
-        f"\n{'server (1 process, wrk -c32)':<36} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"\n{'server (1 process, wrk -c32)':<44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'ours/this':>10} {'CPU µs/req':>11} {'ours/this':>10}"
     )
     for label, run in runs.items():
         print(
-            f"{label:<36} {run.rps:8.0f} {run.p50_ms:8.2f} {run.p99_ms:8.2f} "
+            f"{label:<44} {run.rps:8.0f} {run.p50_ms:8.2f} {run.p99_ms:8.2f} "
             f"{ours.rps / run.rps:9.2f}x {run.cpu_us_per_request:11.0f} "
             f"{run.cpu_us_per_request / ours.cpu_us_per_request:9.2f}x"
         )
@@ -644,9 +725,24 @@ def report(
             ours.rps / a.rps >= GOALS["vs_A"],
         ),
         (
-            f"throughput vs floor >= {GOALS['vs_floor']}x",
+            f"/predict throughput vs floor >= {GOALS['vs_floor']}x",
             ours.rps / floor.rps,
             ours.rps / floor.rps >= GOALS["vs_floor"],
+        ),
+        (
+            f"/predict CPU/request: floor / ours >= {GOALS['vs_floor']}x",
+            floor.cpu_us_per_request / ours.cpu_us_per_request,
+            floor.cpu_us_per_request / ours.cpu_us_per_request >= GOALS["vs_floor"],
+        ),
+        (
+            f"OIP infer throughput vs floor >= {GOALS['infer_vs_floor']}x",
+            infer.rps / floor.rps,
+            infer.rps / floor.rps >= GOALS["infer_vs_floor"],
+        ),
+        (
+            f"OIP infer CPU/request: floor / ours >= {GOALS['infer_vs_floor']}x",
+            floor.cpu_us_per_request / infer.cpu_us_per_request,
+            floor.cpu_us_per_request / infer.cpu_us_per_request >= GOALS["infer_vs_floor"],
         ),
         (
             f"open loop p99 at 50% max <= {GOALS['open_p99_ms']} ms ({open_source})",

@@ -1,14 +1,12 @@
-"""The floor: the same framework (FastAPI on uvicorn) answering a constant response.
+"""The floor: FastAPI on uvicorn answering a constant response, and the bare ASGI ceiling.
 
-``app``: a standard FastAPI route returning a dict (FastAPI's usual request/response path).
-``raw_app``: the route class the model server uses (modelops_server.app.RawRoute: handler
-gets the raw request, returns ready bytes) answering constant bytes — the framework's cost
-with our routing, i.e. the ceiling for our server's design.
+``app``: a standard FastAPI route returning a dict (FastAPI's usual request/response path): the
+floor the model server's goals are stated against.
+``raw_app``: a bare ASGI callable answering the same constant bytes (reads the body, sends two
+messages): what uvicorn itself costs, i.e. the ceiling for the server's lean ASGI path.
 """
 
-from fastapi import FastAPI, Request
-
-from modelops_server.app import JSONBytes, RawRoute
+from fastapi import FastAPI
 
 CONSTANT = {"species": "setosa", "probability": 1.0, "processing_time": 0.0, "model_version": "v1"}
 CONSTANT_BYTES = (
@@ -28,16 +26,18 @@ async def readyz() -> dict:
     return {"status": "ready"}
 
 
-raw_app = FastAPI()
-raw_app.router.route_class = RawRoute
+_HEADERS = [(b"content-type", b"application/json")]
 
 
-@raw_app.post("/predict")
-async def raw_predict(request: Request) -> JSONBytes:
-    await request.body()
-    return JSONBytes(CONSTANT_BYTES)
-
-
-@raw_app.get("/readyz")
-async def raw_readyz() -> JSONBytes:
-    return JSONBytes(b'{"status":"ready"}')
+async def raw_app(scope, receive, send) -> None:
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/readyz":
+        body = b'{"status":"ready"}'
+    else:
+        while (await receive()).get("more_body"):
+            pass
+        body = CONSTANT_BYTES
+    headers = [*_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -86,3 +86,96 @@ def test_online_accuracy_matches_the_served_model(model_server, lg, endpoint, ro
     # accuracy over all rows (sd <= 0.01 for accuracy ~0.97).
     assert abs(s["online_accuracy"] - expected) <= 0.04, (s["online_accuracy"], expected)
     assert s["online_accuracy"] < 1.0 or expected == 1.0  # answers really are checked
+
+
+def test_grpc_endpoint_against_the_real_server(tmp_path_factory):
+    """--endpoint grpc: ModelInfer over gRPC, answers checked against the true labels."""
+    import json
+    import socket
+
+    models = tmp_path_factory.mktemp("grpc-models")
+    subprocess.run(
+        [str(BIN / "modelops-trainer"), "train", "--version", "v1", "--output-dir", str(models)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    http_port, grpc_port = ports
+    proc = subprocess.Popen(
+        [
+            str(BIN / "modelops-server"),
+            "--artifact-dir", str(models / "v1"),
+            "--host", "127.0.0.1",
+            "--port", str(http_port),
+            "--grpc-port", str(grpc_port),
+            "--log-level", "warning",
+        ],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, "modelops-server exited during start-up"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "modelops-server not ready after 60 s"
+            time.sleep(0.1)
+        out = subprocess.run(
+            [
+                str(BIN / "modelops-loadgen"),
+                "--target", f"grpc://127.0.0.1:{grpc_port}",
+                "--endpoint", "grpc",
+                "--payload", "iris",
+                "--batch-size", "3",
+                "--rate", "50",
+                "--requests", "100",
+                "--seed", "3",
+                "--metrics-port", "0",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout)
+        assert summary["outcomes"] == {"ok": 100}, summary
+        assert summary["online_accuracy"] > 0.9  # the KNN model's accuracy, on true labels
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        assert (
+            'api_requests_total{code="200",endpoint="/inference.GRPCInferenceService/ModelInfer"}'
+            " 100.0"
+        ) in metrics
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_grpc_request_bytes_are_a_model_infer_request():
+    """The hand-written protobuf bytes parse as the server's ModelInferRequest."""
+    import numpy as np
+
+    from modelops_loadgen.oip_wire import decode_labels, encode_infer_request
+    from modelops_server.oip import open_inference_grpc_pb2 as pb
+
+    rows = [(5.1, 3.5, 1.4, 0.2), (6.7, 3.0, 5.2, 2.3)]
+    request = pb.ModelInferRequest.FromString(encode_infer_request("iris", rows))
+    assert request.model_name == "iris"
+    (tensor,) = request.inputs
+    assert (tensor.name, tensor.datatype, list(tensor.shape)) == ("input-0", "FP32", [2, 4])
+    values = np.frombuffer(request.raw_input_contents[0], "<f4")
+    assert values.tolist() == np.array(rows, dtype=np.float32).ravel().tolist()
+    response = pb.ModelInferResponse(model_name="iris")
+    response.outputs.add(name="predict_proba", datatype="FP64", shape=[2, 3])
+    response.outputs.add(name="predict", datatype="BYTES", shape=[2])
+    response.raw_output_contents.append(b"\0" * 48)
+    response.raw_output_contents.append(b"\x06\0\0\0setosa\x09\0\0\0virginica")
+    assert decode_labels(response.SerializeToString()) == ["setosa", "virginica"]

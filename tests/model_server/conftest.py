@@ -22,6 +22,7 @@ from modelops_server.model import LoadedModel, load_model
 from modelops_server.settings import ServerSettings
 from modelops_trainer.train import TrainConfig, TrainResult, train
 
+ROOT = Path(__file__).resolve().parents[2]
 ALGORITHMS = ("knn", "logistic_regression", "random_forest", "decision_tree")
 SEED_REQUEST = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
@@ -178,6 +179,21 @@ def server(tmp_path: Path) -> Iterator[object]:
     yield start
     for proc in started:
         stop_server(proc.process)
+
+
+@pytest.fixture(scope="module")
+def oip_server(knn_artifact, tmp_path_factory) -> Iterator[tuple[str, str]]:
+    """One server process with its gRPC port open: (HTTP base URL, gRPC host:port)."""
+    grpc_port = free_port()
+    log = tmp_path_factory.mktemp("oip") / "server.log"
+    proc = start_server(knn_artifact, log, {"MODELOPS_SERVER_GRPC_PORT": str(grpc_port)})
+    yield proc.base_url, f"127.0.0.1:{grpc_port}"
+    stop_server(proc.process)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
 
 
 @pytest.fixture

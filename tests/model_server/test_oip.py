@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import zlib
+
 import numpy as np
 import pytest
 
@@ -129,3 +133,122 @@ def test_infer_error_names_the_feature(client):
     error = client.post("/v2/models/iris/infer", json=body).json()
     assert "petal_width" in error["error"]
     assert "200.0" in error["error"]
+
+
+# ---- what the published clients send: binary tensors, compression, extra fields ---------------
+
+
+def binary_body(x: np.ndarray, datatype: str = "FP64", **request):
+    raw = x.astype("<f4" if datatype == "FP32" else "<f8").tobytes()
+    header = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": list(x.shape),
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        **request,
+    }
+    encoded = json.dumps(header).encode()
+    headers = {
+        "inference-header-content-length": str(len(encoded)),
+        "content-type": "application/octet-stream",
+    }
+    return encoded + raw, headers
+
+
+def split_binary(response):
+    size = int(response.headers["inference-header-content-length"])
+    return json.loads(response.content[:size]), response.content[size:]
+
+
+@pytest.mark.parametrize("datatype", ["FP32", "FP64"])
+def test_binary_tensor_in_and_out(client, knn_model, datatype, knn_pipeline):
+    x = np.array(ROWS)
+    body, headers = binary_body(x, datatype, parameters={"binary_data_output": True})
+    response = client.post("/v2/models/iris/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/octet-stream"
+    header, raw = split_binary(response)
+    sizes = [o["parameters"]["binary_data_size"] for o in header["outputs"]]
+    labels_raw, proba_raw = raw[: sizes[0]], raw[sizes[0] :]
+    assert len(proba_raw) == sizes[1] == 3 * 3 * 8
+    xs = x.astype(np.float32).astype(np.float64) if datatype == "FP32" else x
+    proba = np.frombuffer(proba_raw, "<f8").reshape(3, 3)
+    assert np.array_equal(proba, knn_pipeline.predict_proba(xs))
+    assert labels_raw[4 : 4 + len("setosa")] == b"setosa"
+
+
+def test_binary_output_per_output_and_json_input(client):
+    response = client.post(
+        "/v2/models/iris/infer",
+        json=infer_body(
+            ROWS,
+            outputs=[
+                {"name": "predict"},
+                {"name": "predict_proba", "parameters": {"binary_data": True}},
+            ],
+        ),
+    )
+    header, raw = split_binary(response)
+    assert header["outputs"][0]["data"] == ["setosa", "virginica", "versicolor"]
+    assert "data" not in header["outputs"][1] and len(raw) == 72
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda b, h: (b[:-3], h), "inputs[0].parameters.binary_data_size"),
+        (lambda b, h: (b + b"\0" * 8, h), "inputs[0].parameters.binary_data_size"),
+        (lambda b, h: (b, {**h, "inference-header-content-length": "x"}), None),
+    ],
+)
+def test_broken_binary_requests_are_4xx(client, mutate, field):
+    body, headers = mutate(*binary_body(np.array(ROWS)))
+    response = client.post("/v2/models/iris/infer", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    if field is not None:
+        assert field in [d["field"] for d in response.json()["details"]]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_bodies(client, encoding):
+    raw = json.dumps(infer_body(ROWS)).encode()
+    body = gzip.compress(raw) if encoding == "gzip" else zlib.compress(raw)
+    response = client.post(
+        "/v2/models/iris/infer",
+        content=body,
+        headers={"content-type": "application/json", "content-encoding": encoding},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_compressed_body_over_the_limit_is_413(client):
+    body = gzip.compress(json.dumps(infer_body(ROWS, id="x" * 10000)).encode())
+    assert len(body) < 4096  # the limit applies to what the body unpacks to
+    response = client.post(
+        "/v2/models/iris/infer",
+        content=body,
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )
+    assert response.status_code == 413
+
+
+def test_model_name_in_the_body(client):
+    # The KServe SDK names the model in the body too.
+    ok = client.post("/v2/models/iris/infer", json=infer_body(ROWS, model_name="iris"))
+    assert ok.status_code == 200
+    other = client.post("/v2/models/iris/infer", json=infer_body(ROWS, model_name="roses"))
+    assert other.status_code == 422
+    assert other.json()["details"][0]["field"] == "model_name"
+
+
+def test_classification_output(client):
+    body = infer_body(
+        ROWS, outputs=[{"name": "predict_proba", "parameters": {"classification": 1}}]
+    )
+    output = client.post("/v2/models/iris/infer", json=body).json()["outputs"][0]
+    assert output["datatype"] == "BYTES" and output["shape"] == [3, 1]
+    assert output["data"][0] == "1.000000:0:setosa"

@@ -87,6 +87,35 @@ def test_vectorised_equals_estimator_row_by_row(
         assert np.array_equal(proba, exp_proba), row
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_one_row_path_equals_estimator(artifacts, pipelines, iris_rows, random_rows, algorithm):
+    # predict_one (the path of every one-row request) on all 150 Iris rows and 2000 random
+    # ones; KNN's runs in Python floats and one matrix product, the others through predict.
+    model = load_model(artifacts[algorithm])
+    x = np.vstack([iris_rows, random_rows[:: (5 if algorithm == "knn" else 50)]])
+    for row in x:
+        index, proba = model.predictor.predict_one(row.tolist())
+        exp_labels, exp_proba = expected(pipelines[algorithm], row[None, :])
+        assert model.classes[index] == exp_labels[0], row
+        assert proba == exp_proba[0].tolist(), row
+
+
+def test_one_row_knn_ties_go_to_the_estimator(artifacts, pipelines):
+    model = load_model(artifacts["knn"])
+    z_step = model.predictor._one_steps  # type: ignore[attr-defined]
+    assert z_step, "the KNN pipeline has preprocessing steps"
+    train = pipelines["knn"][:-1].transform(load_dataset().features)
+    # A training point itself: its neighbours include exact duplicates in Iris, so the k-th
+    # and (k+1)-th distances tie; the one-row head must defer to the estimator.
+    head = model.predictor._one_head  # type: ignore[attr-defined]
+    undecided = [i for i, z in enumerate(train.tolist()) if head(z) is None]
+    assert undecided, "no tied row found among the training rows"
+    row = load_dataset().features[undecided[0]]
+    index, proba = model.predictor.predict_one(row.tolist())
+    assert proba == pipelines["knn"].predict_proba(row[None, :])[0].tolist()
+    assert model.classes[index] == str(pipelines["knn"].predict(row[None, :])[0])
+
+
 def test_knn_ties_go_to_the_estimator(artifacts, pipelines):
     """A query equidistant from its 5th and 6th neighbours is decided by scikit-learn."""
     model = load_model(artifacts["knn"])

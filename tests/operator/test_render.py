@@ -184,3 +184,23 @@ def test_names_are_valid(version):
 
     for name in (render.job_name("iris", version), render.artifact_name("iris", version)):
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) and len(name) <= 63
+
+
+def test_server_exposes_oip_grpc_and_lenient_probes():
+    d = render.server_deployment(CR, spec(), SETTINGS, "v1", "ab" * 32)
+    container = d["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MODELOPS_SERVER_GRPC_PORT"] == str(render.GRPC_PORT) == "8001"
+    assert env["MODELOPS_SERVER_MODEL_SHA256"] == "ab" * 32
+    assert {"name": "grpc", "containerPort": 8001, "protocol": "TCP"} in container["ports"]
+    # Liveness never fails just because the server is busy: seconds to answer, not 1 s.
+    assert container["livenessProbe"]["timeoutSeconds"] == 5
+    assert container["readinessProbe"]["timeoutSeconds"] == 2
+    ports = {p["name"]: p for p in render.service(CR, spec())["spec"]["ports"]}
+    assert ports["grpc"] == {
+        "name": "grpc",
+        "port": 8001,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    }

@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["open", "closed"],
         help="open: on schedule (default); closed: back-to-back capacity measurement",
     )
-    a("--endpoint", choices=["predict", "batch", "infer"], help="API to load (default predict)")
+    a(
+        "--endpoint",
+        choices=["predict", "batch", "infer", "grpc"],
+        help="API to load (default predict); grpc: OIP ModelInfer, targets grpc://HOST:PORT",
+    )
     a(
         "--payload",
         choices=["uniform", "iris"],

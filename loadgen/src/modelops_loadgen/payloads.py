@@ -1,4 +1,4 @@
-"""Request bodies for the three endpoints and parsers for their answers.
+"""Request bodies for the four endpoints and parsers for their answers.
 
 `uniform` reproduces the seed's load tester (each feature uniform in the Iris ranges);
 `iris` samples real rows with their true labels, so answers can be checked (online accuracy).
@@ -15,6 +15,7 @@ from importlib import resources
 from typing import Any
 
 from modelops_contract.iris import FEATURE_NAMES, FEATURE_RANGES
+from modelops_loadgen.oip_wire import decode_labels, encode_infer_request
 from modelops_loadgen.settings import Endpoint, PayloadKind
 
 Row = tuple[float, float, float, float]
@@ -58,12 +59,14 @@ class PayloadSource:
         endpoint: Endpoint,
         rows_per_request: int,
         rng: random.Random,
+        model_name: str = "iris",
     ) -> None:
         if endpoint == "predict" and rows_per_request != 1:
             raise ValueError("the predict endpoint takes exactly one row per request")
         self.kind = kind
         self.endpoint = endpoint
         self.rows_per_request = rows_per_request
+        self.model_name = model_name
         self._rng = rng
         self._iris = load_iris_rows() if kind == "iris" else []
         # One pre-encoded body per Iris row for the single-row seed endpoint: no work per request.
@@ -95,6 +98,8 @@ class PayloadSource:
             i = int(self._rng.random() * len(self._iris))
             return self._iris_predict[i], [self._iris[i].species]
         rows, expected = self.rows()
+        if self.endpoint == "grpc":
+            return encode_infer_request(self.model_name, rows), expected
         return encode_body(self.endpoint, rows), expected
 
 
@@ -113,6 +118,8 @@ def encode_body(endpoint: Endpoint, rows: list[Row]) -> bytes:
 
 
 def endpoint_path(endpoint: Endpoint, model_name: str) -> str:
+    if endpoint == "grpc":
+        return ""  # the RPC names the method; the model is in the message
     if endpoint == "predict":
         return "/predict"
     if endpoint == "batch":
@@ -138,6 +145,14 @@ def _labels_from_oip_output(out: dict[str, Any]) -> list[str] | None:
 
 def parse_labels(endpoint: Endpoint, body: bytes, rows: int) -> list[str]:
     """Predicted species from an answer; raises BadResponse when the shape is wrong."""
+    if endpoint == "grpc":
+        try:
+            decoded = decode_labels(body)
+        except ValueError as exc:
+            raise BadResponse(f"ModelInferResponse: {exc}") from None
+        if len(decoded) != rows:
+            raise BadResponse(f"label output has {len(decoded)} values, expected {rows}")
+        return decoded
     try:
         doc = json.loads(body)
     except ValueError as exc:

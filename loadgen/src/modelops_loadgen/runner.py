@@ -19,6 +19,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from modelops_loadgen.httpclient import (
     ConnectError,
@@ -61,6 +62,16 @@ def initial_targets(settings: LoadgenSettings) -> list[str]:
     return [settings.default_target]
 
 
+class Client(Protocol):
+    """HttpClient or GrpcClient: one request, answer (status, body), or an HttpClientError."""
+
+    async def post(self, ep: Any, body: bytes) -> tuple[int, bytes]: ...
+
+    def drop_idle(self, keep: set[tuple[str, str, int]]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Generator:
     def __init__(self, settings: LoadgenSettings, stats: RunStats | None = None) -> None:
         self.settings = settings
@@ -68,7 +79,7 @@ class Generator:
         self.live = LiveView()
         rng = random.Random(settings.seed)
         self.payload = PayloadSource(
-            settings.payload, settings.endpoint, settings.rows_per_request, rng
+            settings.payload, settings.endpoint, settings.rows_per_request, rng, settings.model_name
         )
         self._schedule: Schedule = make_schedule(
             settings.arrival, settings.rate, random.Random(rng.random())
@@ -92,7 +103,7 @@ class Generator:
         self._workers: list[asyncio.Task[None]] = []
         self._last_error_log: dict[str, float] = {}
         self._schedule_end: float | None = None
-        self._client: HttpClient | None = None
+        self._client: Client | None = None
         self._cpu0 = 0.0
         self._cpu: float | None = None
 
@@ -178,7 +189,7 @@ class Generator:
             finally:
                 self._sleeping.discard(task)
 
-    async def _open_worker(self, client: HttpClient) -> None:
+    async def _open_worker(self, client: Client) -> None:
         while True:
             slot = self._claim()
             if slot is None:
@@ -192,7 +203,7 @@ class Generator:
                 raise
             await self._send(client, seq, t)
 
-    async def _closed_worker(self, client: HttpClient) -> None:
+    async def _closed_worker(self, client: Client) -> None:
         while not self._stopping:
             if self._remaining is not None:
                 if self._remaining <= 0:
@@ -213,7 +224,7 @@ class Generator:
                 extra={"outcome": outcome, "detail": detail, "url": str(url)},
             )
 
-    async def _send(self, client: HttpClient, seq: int, intended: float) -> None:
+    async def _send(self, client: Client, seq: int, intended: float) -> None:
         stats = self.stats
         endpoints = self.targets.endpoints
         if not endpoints:
@@ -347,7 +358,14 @@ class Generator:
             if s.targets_file is not None and not s.targets
             else None
         )
-        client = self._client = HttpClient(s.timeout)
+        client: Client
+        if s.endpoint == "grpc":
+            from modelops_loadgen.grpcclient import GrpcClient  # grpc only for gRPC runs
+
+            client = GrpcClient(s.timeout)
+        else:
+            client = HttpClient(s.timeout)
+        self._client = client
         background: list[asyncio.Task[None]] = []
         try:
             self._cpu0 = time.process_time()

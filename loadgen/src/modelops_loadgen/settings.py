@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Arrival = Literal["constant", "poisson"]
 Mode = Literal["open", "closed"]
-Endpoint = Literal["predict", "batch", "infer"]
+Endpoint = Literal["predict", "batch", "infer", "grpc"]
 PayloadKind = Literal["uniform", "iris"]
 
 ENV_PREFIX = "MODELOPS_LOADGEN_"
@@ -91,6 +91,11 @@ class LoadgenSettings(BaseSettings):
     def _check_targets(self) -> LoadgenSettings:
         if self.targets and self.targets_file is not None:
             raise ValueError("give either targets (--target) or targets_file, not both")
+        grpc_targets = [t.startswith("grpc://") for t in self.targets]
+        if self.endpoint == "grpc" and not all(grpc_targets or [False]):
+            raise ValueError("the grpc endpoint needs gRPC targets: --target grpc://HOST:GRPC_PORT")
+        if self.endpoint != "grpc" and any(grpc_targets):
+            raise ValueError("grpc:// targets need --endpoint grpc")
         return self
 
     @property

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from modelops_loadgen.httpclient import Endpoint
+from modelops_loadgen.oip_wire import GrpcEndpoint
 
 log = logging.getLogger("modelops_loadgen.targets")
 
@@ -27,10 +28,13 @@ def validate_base_url(raw: object) -> str:
         raise TargetError(f"a target must be a non-empty URL string, got {raw!r}")
     url = raw.strip().rstrip("/")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https", "grpc") or not parts.hostname:
         raise TargetError(
-            f"target {raw!r} is not a base URL like http://127.0.0.1:8000 (scheme and host needed)"
+            f"target {raw!r} is not a base URL like http://127.0.0.1:8000 or (--endpoint grpc) "
+            "grpc://127.0.0.1:8001 (scheme and host needed)"
         )
+    if parts.scheme == "grpc" and (parts.port is None or parts.path not in ("", "/")):
+        raise TargetError(f"gRPC target {raw!r} must be grpc://HOST:PORT")
     if parts.query or parts.fragment:
         raise TargetError(f"target {raw!r} must not have a query or fragment")
     return url
@@ -52,7 +56,7 @@ class TargetSet:
     def __init__(self, bases: Sequence[str], path: str) -> None:
         self._path = path
         self.bases: tuple[str, ...] = ()
-        self.endpoints: tuple[Endpoint, ...] = ()
+        self.endpoints: tuple[Endpoint | GrpcEndpoint, ...] = ()
         self.generation = 0
         self.replace(bases)
 
@@ -62,7 +66,10 @@ class TargetSet:
         if clean == self.bases:
             return False
         self.bases = clean
-        self.endpoints = tuple(Endpoint.parse(b + self._path) for b in clean)
+        self.endpoints = tuple(
+            GrpcEndpoint.parse(b) if b.startswith("grpc://") else Endpoint.parse(b + self._path)
+            for b in clean
+        )
         self.generation += 1
         return True
 

@@ -31,7 +31,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--artifact-dir", type=Path, help="model version directory (required)")
     parser.add_argument("--host", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    parser.add_argument("--port", type=int, help="HTTP port to listen on (default 8000)")
+    parser.add_argument(
+        "--grpc-port", type=int, help="OIP gRPC port to listen on (default 0: off; 8001 in k8s)"
+    )
     parser.add_argument("--model-name", help="name under /v2/models/ (default: the artifact's)")
     parser.add_argument("--model-sha256", help="refuse a model file without this sha256")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error", "critical"])
@@ -46,6 +49,7 @@ def load_settings(args: argparse.Namespace) -> ServerSettings:
             "artifact_dir": args.artifact_dir,
             "host": args.host,
             "port": args.port,
+            "grpc_port": args.grpc_port,
             "model_name": args.model_name,
             "model_sha256": args.model_sha256,
             "log_level": args.log_level,
@@ -93,23 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         return fail(str(exc))
 
-    import uvicorn
+    from .server import run
 
-    from .app import create_app
-
-    app = create_app(settings, model)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=settings.access_log,
-        log_config=log_config(settings.log_level),
-        timeout_keep_alive=settings.timeout_keep_alive,
-        server_header=False,
-    )
+    run(settings, model)
     return 0
 
 

@@ -21,6 +21,10 @@ class ServerError(Exception):
         self.message = message
         self.details = details or []
 
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Extra HTTP response headers this error carries (Allow, Retry-After)."""
+        return []
+
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message, "kind": self.kind}
         if self.details:
@@ -47,6 +51,18 @@ class MethodNotAllowed(ServerError):
     status_code = 405
     kind = "method_not_allowed"
 
+    def __init__(self, message: str, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", self.allow.encode())] if self.allow else []
+
+
+class RequestTimeout(ServerError):
+    status_code = 408
+    kind = "request_timeout"
+
 
 class PayloadTooLarge(ServerError):
     status_code = 413
@@ -61,6 +77,20 @@ class UnsupportedMediaType(ServerError):
 class NotReady(ServerError):
     status_code = 503
     kind = "not_ready"
+
+
+class Overloaded(ServerError):
+    """More requests in flight than MAX_CONCURRENCY: refused at once, to be retried."""
+
+    status_code = 503
+    kind = "overloaded"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after).encode())]
 
 
 class ModelLoadError(Exception):

@@ -23,6 +23,8 @@ from .predictor import InvalidParams, Matrix, Predictor, predictor_from_params, 
 
 log = logging.getLogger("modelops_server.model")
 
+# Rows the start-up check of the one-row path predicts with.
+SELF_CHECK_ROWS = 512
 # Physically sensible range of every feature, in centimetres (Iris spans 0.1-7.9 cm).
 FEATURE_MIN_CM = 0.0  # exclusive: a flower part has a positive size
 FEATURE_MAX_CM = 100.0  # inclusive
@@ -47,20 +49,43 @@ class LoadedModel:
     predictor: Predictor
     predictor_reason: str
     probe: Matrix
+    # Rows over (and around) the training range for the start-up checks.
+    check_rows: Matrix
     load_seconds: float = 0.0
     warm: bool = False
 
     def predict(self, x: Matrix) -> tuple[np.ndarray, Matrix]:
         return self.predictor.predict(x)
 
+    def predict_one(self, row: list[float]) -> tuple[int, list[float]]:
+        return self.predictor.predict_one(row)
+
     def warm_up(self) -> None:
-        """Run every code path once (batch sizes 1, 2, 8) before the first request."""
+        """Run every code path once before the first request, and prove the one-row path
+        against the array path (which the probe check proved against the trainer's answers).
+        A difference turns the one-row path off instead of serving different answers."""
         prepare = getattr(self.predictor, "prepare", None)
         if prepare is not None:
             prepare()
+        problem = _one_row_difference(self.predictor, self.check_rows)
+        if problem is not None:
+            log.warning("one-row path disagrees with the array path (%s); turned off", problem)
+            disable = getattr(self.predictor, "disable_one_row", None)
+            if disable is not None:
+                disable()
+            self.predictor_reason += f" (one-row path off: {problem})"
         for n in (1, 2, 8):
             self.predictor.predict(self.probe[:n].copy())
         self.warm = True
+
+
+def _one_row_difference(predictor: Predictor, rows: Matrix) -> str | None:
+    """predict_one must answer each row as predict does for it."""
+    for i, row in enumerate(rows):
+        indices, proba = predictor.predict(rows[i : i + 1])
+        if predictor.predict_one(row.tolist()) != (int(indices[0]), proba[0].tolist()):
+            return f"row {i} ({row.tolist()})"
+    return None
 
 
 def load_model(
@@ -99,7 +124,7 @@ def load_model(
     if not isinstance(classes_raw, list) or len(classes_raw) < 2:
         raise ModelLoadError(f"model metadata of {artifact_dir} lists no classes; retrain it")
     classes = tuple(str(c) for c in classes_raw)
-    predictor, reason, probe = _build(artifact_dir, metadata, classes)
+    predictor, reason, probe, check_rows = _build(artifact_dir, metadata, classes)
     return LoadedModel(
         name=name or str(metadata.get("name") or "model"),
         version=str(metadata.get("version") or artifact_dir.name),
@@ -112,13 +137,14 @@ def load_model(
         predictor=predictor,
         predictor_reason=reason,
         probe=probe,
+        check_rows=check_rows,
         load_seconds=time.perf_counter() - started,
     )
 
 
 def _build(
     artifact_dir: Path, metadata: dict[str, Any], classes: tuple[str, ...]
-) -> tuple[Predictor, str, Matrix]:
+) -> tuple[Predictor, str, Matrix, Matrix]:
     """Parse the parameter file, build its predictor and prove it on the recorded probe."""
     try:
         model, raw = decode((artifact_dir / model_file(metadata)).read_bytes())
@@ -144,7 +170,9 @@ def _build(
             f"model in {artifact_dir} does not reproduce the answers recorded when it was "
             f"trained ({problem}); it is not served: retrain it with this release's trainer"
         )
-    return predictor, reason, probe
+    spec = model["probe"]
+    check_rows = np.asarray(probe_rows(spec["low"], spec["high"], SELF_CHECK_ROWS))
+    return predictor, reason, probe, check_rows
 
 
 def to_numpy(array: Array, fortran: bool = False) -> Any:

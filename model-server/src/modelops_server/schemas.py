@@ -168,3 +168,29 @@ PREDICT_ADAPTER: TypeAdapter[PredictRequest] = TypeAdapter(PredictRequest)
 BATCH_ADAPTER: TypeAdapter[BatchRequest] = TypeAdapter(BatchRequest)
 INFER_ADAPTER: TypeAdapter[InferRequest] = TypeAdapter(InferRequest)
 REQUEST_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, BatchRequest, InferRequest)
+
+
+class ClientInferRequest(InferRequest):
+    """An infer request as OIP clients send it: the KServe SDK also names the model in the
+    body. Accepted and checked against the path; the documented schema (InferRequest, in the
+    OpenAPI document) stays as published."""
+
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+class BinaryInferInput(InferInput):
+    """An input of the binary tensor extension: its values follow the JSON header as bytes
+    (``parameters.binary_data_size``), so ``data`` may be absent."""
+
+    data: list[FiniteNumber] | list[list[FiniteNumber]] | None = None  # type: ignore[assignment]
+
+
+class BinaryInferRequest(ClientInferRequest):
+    """The JSON header of a binary-extension request (not a JSON body: not in the OpenAPI)."""
+
+    inputs: list[BinaryInferInput] = Field(min_length=1, max_length=1)  # type: ignore[assignment]
+
+
+CLIENT_INFER_ADAPTER: TypeAdapter[ClientInferRequest] = TypeAdapter(ClientInferRequest)
+BINARY_INFER_ADAPTER: TypeAdapter[BinaryInferRequest] = TypeAdapter(BinaryInferRequest)

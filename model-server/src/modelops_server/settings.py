@@ -29,7 +29,15 @@ class ServerSettings(BaseSettings):
         "recorded); anything else is refused",
     )
     host: str = Field(default="0.0.0.0", description="address to listen on")
-    port: int = Field(default=8000, ge=0, le=65535, description="port to listen on")
+    port: int = Field(default=8000, ge=0, le=65535, description="port to listen on (HTTP)")
+    # Off unless set: processes started without it (tests, local mode) must not contend for
+    # one fixed port; the server Deployment sets 8001.
+    grpc_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="port of the OIP gRPC service (inference.GRPCInferenceService); 0: off",
+    )
     max_batch_size: int = Field(
         default=1024, ge=1, le=1_000_000, description="most rows per batch or infer request"
     )
@@ -41,4 +49,22 @@ class ServerSettings(BaseSettings):
     metrics_enabled: bool = Field(
         default=True, description="collect Prometheus metrics (off only to measure their cost)"
     )
-    timeout_keep_alive: int = Field(default=5, ge=1, description="idle keep-alive (seconds)")
+    timeout_keep_alive: int = Field(
+        default=5, ge=1, description="idle connection (new or kept alive) closed after (seconds)"
+    )
+    timeout_request: float = Field(
+        default=10.0,
+        gt=0,
+        description="a request's headers and body must arrive within (seconds); 408 beyond",
+    )
+    max_concurrency: int = Field(
+        default=256,
+        ge=1,
+        description="requests in flight (queued included) before new ones get 503 + Retry-After",
+    )
+    max_connections: int = Field(
+        default=2048, ge=1, description="open HTTP connections; connections beyond are closed"
+    )
+    retry_after: int = Field(
+        default=1, ge=0, description="Retry-After seconds sent with a 503 for overload"
+    )

@@ -38,6 +38,8 @@ Manifest = dict[str, Any]
 MODELS_MOUNT = "/models"
 WORK_MOUNT = "/work"
 DATA_MOUNT = "/data"
+# The server's OIP gRPC port in the cluster (HTTP is spec.serving.port).
+GRPC_PORT = 8001
 RUN_AS = 65532  # the conventional "nonroot" uid/gid of distroless-style images
 
 LOADGEN_RESOURCES = {
@@ -328,6 +330,7 @@ def server_env(
     host: str | None = None,
     home: str = "/tmp",
     model_sha256: str = "",
+    grpc_port: int = GRPC_PORT,
 ) -> dict[str, str]:
     """The model server's environment (its settings contract); local mode starts its
     processes with the same, pointed at loopback and the state directory."""
@@ -335,6 +338,8 @@ def server_env(
         "MODELOPS_SERVER_ARTIFACT_DIR": artifact_dir,
         "MODELOPS_SERVER_MODEL_NAME": name,
         "MODELOPS_SERVER_PORT": str(port),
+        # The Open Inference Protocol over gRPC (inference.GRPCInferenceService).
+        "MODELOPS_SERVER_GRPC_PORT": str(grpc_port),
         "MODELOPS_SERVER_MAX_BATCH_SIZE": str(spec.serving.max_batch_size),
     }
     if model_sha256:
@@ -364,18 +369,24 @@ def server_deployment(
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["modelops-server"],
         "env": _env(server_env(name, spec, artifact_dir, port, model_sha256=model_sha256)),
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": port, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "startupProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 2,
             "failureThreshold": 60,
         },
+        # A probe may wait behind a burst of queued requests (the server refuses those beyond
+        # its concurrency limit, never a probe): seconds, not the 1 s default.
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "http"},
             "periodSeconds": 10,
+            "timeoutSeconds": 5,
             "failureThreshold": 3,
         },
-        "readinessProbe": {**probe, "failureThreshold": 2},
+        "readinessProbe": {**probe, "timeoutSeconds": 2, "failureThreshold": 2},
         "resources": spec.serving.resources.to_dict(),
         "securityContext": container_security_context(),
         "volumeMounts": [
@@ -428,7 +439,14 @@ def service(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> Manifest:
                     "port": spec.serving.port,
                     "targetPort": "http",
                     "protocol": "TCP",
-                }
+                },
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "grpc",
+                },
             ],
         },
     }

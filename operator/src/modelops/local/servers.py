@@ -194,6 +194,8 @@ class ServerSet:
             host="127.0.0.1",
             home=os.environ.get("HOME", "/tmp"),
             model_sha256=template_sha(self.deployment),
+            # Every replica its own ports: the cluster's fixed 8001 would collide here.
+            grpc_port=free_port(),
         )
         process = ManagedProcess(
             name=f"server {version} #{self._seq}",
