@@ -135,7 +135,7 @@ def test_image_config_is_the_dockerfiles(built: dict[str, images.Image], compone
     assert env["LANG"] == "C.UTF-8"
     assert not {"PIP_NO_CACHE_DIR", "MODELOPS_WHEELHOUSE"} & env.keys()
     if component == "server":
-        assert set(config["ExposedPorts"]) == {"8000/tcp"}
+        assert set(config["ExposedPorts"]) == {"8000/tcp", "8001/tcp"}  # HTTP, OIP gRPC
 
 
 def test_the_user_is_the_images_and_the_root_is_read_only(
