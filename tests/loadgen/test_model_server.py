@@ -1,9 +1,11 @@
 """Online accuracy against the real model server: trainer -> modelops-server -> modelops-loadgen."""
 
+import contextlib
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,27 +15,26 @@ pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def model_server(tmp_path_factory):
-    models = tmp_path_factory.mktemp("models")
-    subprocess.run(
-        [str(BIN / "modelops-trainer"), "train", "--version", "v1", "--output-dir", str(models)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serving(artifact: Path, port: int, *extra: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A modelops-server process on loopback, ready (/readyz 200) when the block starts."""
     proc = subprocess.Popen(
         [
             str(BIN / "modelops-server"),
-            "--artifact-dir", str(models / "v1"),
+            "--artifact-dir", str(artifact),
             "--host", "127.0.0.1",
             "--port", str(port),
             "--log-level", "warning",
+            *extra,
         ],
     )  # fmt: skip
     try:
@@ -48,7 +49,7 @@ def model_server(tmp_path_factory):
                 pass
             assert time.monotonic() < deadline, "modelops-server not ready after 60 s"
             time.sleep(0.1)
-        yield port, models / "v1"
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -56,6 +57,26 @@ def model_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One trained model version for every test of this module."""
+    models = tmp_path_factory.mktemp("models")
+    subprocess.run(
+        [str(BIN / "modelops-trainer"), "train", "--version", "v1", "--output-dir", str(models)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return models / "v1"
+
+
+@pytest.fixture(scope="module")
+def model_server(artifact: Path) -> Iterator[tuple[int, Path]]:
+    port = free_port()
+    with serving(artifact, port):
+        yield port, artifact
 
 
 def model_accuracy_on_all_rows(artifact: Path) -> float:
@@ -88,45 +109,12 @@ def test_online_accuracy_matches_the_served_model(model_server, lg, endpoint, ro
     assert s["online_accuracy"] < 1.0 or expected == 1.0  # answers really are checked
 
 
-def test_grpc_endpoint_against_the_real_server(tmp_path_factory):
+def test_grpc_endpoint_against_the_real_server(artifact):
     """--endpoint grpc: ModelInfer over gRPC, answers checked against the true labels."""
     import json
-    import socket
 
-    models = tmp_path_factory.mktemp("grpc-models")
-    subprocess.run(
-        [str(BIN / "modelops-trainer"), "train", "--version", "v1", "--output-dir", str(models)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    ports = []
-    for _ in range(2):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-    http_port, grpc_port = ports
-    proc = subprocess.Popen(
-        [
-            str(BIN / "modelops-server"),
-            "--artifact-dir", str(models / "v1"),
-            "--host", "127.0.0.1",
-            "--port", str(http_port),
-            "--grpc-port", str(grpc_port),
-            "--log-level", "warning",
-        ],
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "modelops-server exited during start-up"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1):
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "modelops-server not ready after 60 s"
-            time.sleep(0.1)
+    http_port, grpc_port = free_port(), free_port()
+    with serving(artifact, http_port, "--grpc-port", str(grpc_port)):
         out = subprocess.run(
             [
                 str(BIN / "modelops-loadgen"),
@@ -154,9 +142,6 @@ def test_grpc_endpoint_against_the_real_server(tmp_path_factory):
             'api_requests_total{code="200",endpoint="/inference.GRPCInferenceService/ModelInfer"}'
             " 100.0"
         ) in metrics
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_grpc_request_bytes_are_a_model_infer_request():
