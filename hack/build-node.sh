@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (or reuse) the binaries of the test harness's real node besides the kubelet (which
 # hack/build-k8s.sh builds from the hack/k8s module): containerd with its runc shim and ctr,
-# runc with seccomp, CoreDNS, and the CNI plugins (Debian's containernetworking-plugins, copied).
+# runc with seccomp, CoreDNS (from the wrapper module hack/coredns: only the plugins the node's
+# Corefile uses), and the CNI plugins (Debian's containernetworking-plugins, copied).
 # Sources: the Go module proxy and Debian packages. (The pause image is hack/build-images.sh's.)
 # Output: ${MODELOPS_NODE_CACHE:-~/.cache/modelops/node}/, outside the repository. Each part
 # has a stamp of its versions and is rebuilt only when that stamp changes.
@@ -11,7 +12,7 @@ cd "$(dirname "$0")"
 
 CONTAINERD_VERSION="v2.3.7"
 RUNC_VERSION="v1.5.2"
-COREDNS_VERSION="v1.14.7"
+COREDNS_VERSION="$(awk '$1 == "require" && $2 == "github.com/coredns/coredns" { print $3 }' coredns/go.mod)"
 CNI_PLUGINS=(bridge host-local loopback portmap)
 OUT="${MODELOPS_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelops/node}"
 
@@ -77,9 +78,10 @@ build_runc() {
 
 build_coredns() {
   need_go
-  (cd "$1" && GOBIN="$1" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" \
-    "github.com/coredns/coredns@$COREDNS_VERSION")
+  (cd coredns && CGO_ENABLED=0 GOFLAGS="$GOFLAGS -mod=readonly" go build -trimpath \
+    -ldflags "-s -w" -o "$1/coredns" .)
   "$1/coredns" -version | grep -qF "${COREDNS_VERSION#v}" || { log "coredns: wrong version"; exit 1; }
+  "$1/coredns" -plugins | grep -qx "kubernetes" || { log "coredns: no kubernetes plugin"; exit 1; }
 }
 
 cni_version() { dpkg-query -W -f='${Version}' containernetworking-plugins 2>/dev/null || true; }
@@ -114,5 +116,6 @@ step() {
 step containerd "containerd=$CONTAINERD_VERSION $go_tag" "cold: ~3-5 min" build_containerd \
   bins containerd containerd-shim-runc-v2 ctr
 step runc "runc=$RUNC_VERSION seccomp $go_tag" "cold: ~1 min" build_runc bins runc
-step coredns "coredns=$COREDNS_VERSION $go_tag" "cold: ~4-6 min" build_coredns bins coredns
+coredns_sum="$(cat coredns/go.sum coredns/main.go | sha256sum | cut -c1-16)"
+step coredns "coredns=$COREDNS_VERSION inputs=$coredns_sum $go_tag" "cold: ~2 min" build_coredns bins coredns
 step cni "containernetworking-plugins=$(cni_version)" "a copy" build_cni cni_files
