@@ -22,9 +22,9 @@ _TAINT = f"{REAL_NODE_TAINT['key']}={REAL_NODE_TAINT['value']}:{REAL_NODE_TAINT[
 
 
 def _on_real_node(request: pytest.FixtureRequest) -> tuple[Product, ClusterKubectl]:
-    session = request.getfixturevalue("_real_node_session")
-    node = session.get()
+    # Built first: a rebuild takes minutes, the node is one per machine and others wait for it.
     built = images.build_images(ROOT)
+    node = request.getfixturevalue("_real_node_session").get()
     have = set(node.images())
     missing = [i.archive for k, i in built.items() if k != "pause" and i.name not in have]
     if missing:
