@@ -69,8 +69,9 @@ def items(product: Product, namespace: str, kind: str, selector: str) -> list[di
 
 def loadgen_counts(product: Product, namespace: str, name: str) -> dict[str, float]:
     """The load generator pod's own request counters by outcome (read through the API
-    server's pod proxy: what the generator itself counted), plus its target rate."""
-    (pod,) = [
+    server's pod proxy: what the generator itself counted), plus its target and achieved
+    rates; {"ok": 0} while it has no running pod yet."""
+    pods = [
         p
         for p in items(
             product,
@@ -79,12 +80,17 @@ def loadgen_counts(product: Product, namespace: str, name: str) -> dict[str, flo
             f"modelops.dev/name={name},app.kubernetes.io/component=loadgen",
         )
         if not p["metadata"].get("deletionTimestamp")
+        and p["status"].get("phase") == "Running"
+        and p["status"].get("podIP")
     ]
+    if not pods:
+        return {"ok": 0.0}
+    (pod,) = pods
     pod_name = pod["metadata"]["name"]
     text = product.kubectl(
         "get", "--raw", f"/api/v1/namespaces/{namespace}/pods/{pod_name}:9100/proxy/metrics"
     )
-    counts: dict[str, float] = {"pod": 0.0}
+    counts: dict[str, float] = {"ok": 0.0}
     for line in text.splitlines():
         if m := re.match(r'loadgen_requests_total\{code="[^"]*",outcome="([a-z_]+)"\} (\S+)', line):
             counts[m.group(1)] = counts.get(m.group(1), 0.0) + float(m.group(2))

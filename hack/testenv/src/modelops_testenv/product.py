@@ -236,6 +236,13 @@ class Product:
                 raise RuntimeError(f"{exc}\n{self.diagnostics(SYSTEM_NAMESPACE)}") from None
             self.timings[name] = time.monotonic() - started
 
+    def _leftover_mds(self) -> list[tuple[str, str]]:
+        found = []
+        for namespace in self.namespaces:
+            names = self.kubectl.run("get", "md", "-n", namespace, "-o", "name").stdout.split()
+            found += [(namespace, n.split("/", 1)[1]) for n in names]
+        return found
+
     def _established(self, crd: str) -> bool:
         # (Polled: `kubectl wait` fails on a CRD that has no conditions yet.)
         jsonpath = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
@@ -245,10 +252,13 @@ class Product:
         """ModelDeployments first (the operator removes its finalizer), then the test
         namespaces, then the product itself; the port-forward stops."""
         for namespace in self.namespaces:
-            self.kubectl.run(
-                "delete", "modeldeployments", "--all", "-n", namespace, "--timeout=60s",
-                timeout=90,
-            )  # fmt: skip
+            self.kubectl.run("delete", "modeldeployments", "--all", "-n", namespace, "--wait=false")
+        try:
+            wait(lambda: not self._leftover_mds(), 60, "ModelDeployments deleted")
+        except TimeoutError:  # no operator left to remove its finalizer (a test stopped it)
+            for namespace, name in self._leftover_mds():
+                patch = '{"metadata": {"finalizers": null}}'
+                self.kubectl.run("patch", "md", name, "-n", namespace, "--type=merge", "-p", patch)
         for namespace in self.namespaces:
             self.kubectl.run("delete", "namespace", namespace, "--wait=false")
         self.namespaces.clear()
