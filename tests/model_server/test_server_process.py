@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import signal
+import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -111,6 +115,50 @@ def test_environment_settings_and_flags(server, knn_artifact, seed_request):
         assert http.get("/v2/models/flowers/ready").status_code == 200
         too_many = http.post("/predict/batch", json={"instances": [seed_request] * 3})
         assert too_many.status_code == 413
+
+
+def test_sigterm_answers_requests_on_open_connections_then_closes(
+    server, knn_artifact, seed_request
+):
+    """A stopping server (SIGTERM, after the pod's drain) does not close a kept-alive
+    connection under a client that is sending on it: the next request on each connection is
+    answered, with Connection: close; a connection left idle closes by itself soon after. New
+    connections are refused."""
+    proc = server(knn_artifact)
+    port = int(proc.base_url.rsplit(":", 1)[1])
+    body = json.dumps(seed_request).encode()
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+    def answer(sock: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    busy = socket.create_connection(("127.0.0.1", port), timeout=5)
+    idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+    for sock in (busy, idle):
+        sock.sendall(request)
+        assert answer(sock).startswith(b"HTTP/1.1 200"), "kept alive before the signal"
+    proc.process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # the signal is handled; the client has not noticed anything
+    busy.sendall(request)
+    last = answer(busy)
+    assert last.startswith(b"HTTP/1.1 200") and b"connection: close" in last.lower(), last
+    assert busy.recv(1) == b"", "closed after that answer"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).sendall(request)
+    idle.settimeout(10)
+    assert idle.recv(1) == b"", "an idle connection is closed by the server"
+    assert proc.process.wait(timeout=15) in (0, -signal.SIGTERM)  # uvicorn re-raises it
+    busy.close()
+    idle.close()
 
 
 # ---- start-up failures: exit non-zero with one line saying what is wrong ---------------------

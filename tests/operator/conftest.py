@@ -237,11 +237,17 @@ def trainer_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def crds(control_plane: Any) -> None:
     control_plane.kubectl("apply", "-k", str(ROOT / "config" / "crd"))
-    control_plane.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/modeldeployments.modelops.dev",
+    # Polled: `kubectl wait --for=condition` fails at once on a CRD with no conditions yet.
+    jsonpath = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+    wait_for(
+        lambda: (
+            control_plane.kubectl(
+                "get", "crd", "modeldeployments.modelops.dev", "-o", jsonpath
+            ).stdout
+            == "True"
+        ),
+        60,
+        "the ModelDeployment CRD established",
     )
 
 

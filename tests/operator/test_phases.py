@@ -170,8 +170,13 @@ def test_converge_children_applies_what_is_missing_and_deletes_the_idle_loadgen(
     phases.converge_children(s)
     assert [m["kind"] for m in s.result.apply] == ["Service"]
     assert [r.name for r in s.result.delete] == ["iris-loadgen"]
+    # The first rollout: no load generator until something serves (its requests would fail).
+    first = state(cr(loadRate=1))
+    first.target = "v1"
+    phases.converge_children(first)
+    assert [m["metadata"]["name"] for m in first.result.apply] == ["iris", "iris-server"]
     serving = state(cr(loadRate=1))
-    serving.target = "v1"
+    serving.target = serving.serving = "v1"
     phases.converge_children(serving)
     assert [m["metadata"]["name"] for m in serving.result.apply] == [
         "iris", "iris-server", "iris-loadgen",

@@ -45,6 +45,9 @@ from .routes import Route
 from .settings import ServerSettings
 
 log = logging.getLogger("modelops_server.server")
+# On SIGTERM, how long a kept-alive connection may stay idle before it is closed (a client
+# sending on it meanwhile is answered, with Connection: close).
+DRAIN_IDLE_S = 1.0
 _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus
 }
@@ -150,6 +153,7 @@ def guarded_protocol(
         _fast_body: list[bytes]
         _fast_size = 0
         _reading_paused = False
+        _draining = False  # shutting down: answer what comes, then close
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -172,6 +176,8 @@ def guarded_protocol(
             target = self._fast_target() if fast_app is not None else None
             if target is None:
                 super().on_headers_complete()
+                if self._draining and self.cycle is not None:
+                    self.cycle.keep_alive = False
                 return
             self._fast = (*target, time.perf_counter())
             self._fast_body = []
@@ -228,7 +234,7 @@ def guarded_protocol(
             body = b"".join(self._fast_body)
             self._fast_body = []
             response = fast_app.complete(route, params, headers, body, started)
-            keep_alive = self.parser.should_keep_alive()
+            keep_alive = self.parser.should_keep_alive() and not self._draining
             self.transport.write(_encode(response, keep_alive, self.server_state.default_headers))
             self.server_state.total_requests += 1
             if not keep_alive:
@@ -240,6 +246,21 @@ def guarded_protocol(
                 self.transport.pause_reading()
             if not self._reading:  # (a pipelined request may have begun meanwhile)
                 self.deadline = self.loop.time() + timeouts.idle_timeout
+
+        def shutdown(self) -> None:
+            """Graceful stop (SIGTERM). uvicorn closes idle keep-alive connections at once,
+            which races a request the client is sending on one: it fails as "connection
+            closed". Instead, the next request on each connection is answered with
+            ``Connection: close``; a connection that stays idle closes after DRAIN_IDLE_S."""
+            if self._reading or (self.cycle is not None and not self.cycle.response_complete):
+                self._draining = True
+                if self.cycle is not None:
+                    self.cycle.keep_alive = False
+                return
+            if self._draining:
+                return
+            self._draining = True
+            self.deadline = self.loop.time() + DRAIN_IDLE_S
 
         def expire(self) -> None:
             self.deadline = None
