@@ -66,6 +66,7 @@ PLURALS = {
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitors",
     (API_VERSION, KIND): PLURAL,
 }
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 MONITORING_CRD_TTL = 60.0
 # Artifact ConfigMaps are listed as metadata only: the planner reads their annotations, and
 # the model bytes would otherwise cross the wire (and be parsed) on every pass.
@@ -335,6 +336,26 @@ class Kube:
             self._monitoring = {"ServiceMonitor", "PodMonitor"} <= kinds
             self._crd_checked = time.monotonic()
             return self._monitoring
+
+    # Leader election --------------------------------------------------------------------------
+
+    def lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(f"{LEASES.format(namespace=namespace)}/{quote(name)}")
+
+    def write_lease(self, namespace: str, lease: Mapping[str, Any]) -> bool:
+        """Create the Lease, or replace it at the resourceVersion it was read at; False when
+        another replica wrote it first (the caller reads it again)."""
+        path = LEASES.format(namespace=namespace)
+        try:
+            if lease["metadata"].get("resourceVersion"):
+                self.request("PUT", f"{path}/{quote(lease['metadata']['name'])}", body=lease)
+            else:
+                self.request("POST", path, body=lease)
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     # Reconcile ------------------------------------------------------------------------------
 
