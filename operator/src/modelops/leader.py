@@ -103,6 +103,8 @@ class LeaderElection:
         self._seen: tuple[Any, ...] | None = None
         self._seen_at = 0.0
         self._leading = False
+        self._stopped = False  # released: never claim again (this process is ending)
+        self.lost = False  # a renewal failed for renew_deadline
 
     @property
     def leading(self) -> bool:
@@ -122,6 +124,8 @@ class LeaderElection:
 
     def try_once(self) -> bool:
         """One attempt to take or renew the Lease (blocking); whether this replica holds it."""
+        if self._stopped:
+            return False
         lease = self.kube.lease(self.namespace, self.name)
         wanted = claim(
             lease,
@@ -170,13 +174,17 @@ class LeaderElection:
         metrics.LEADER.set(1)
 
     async def hold(self) -> None:
-        """Renew the Lease until a renewal has failed for ``renew_deadline``; then return."""
+        """Renew the Lease until it is released, or a renewal has failed for
+        ``renew_deadline`` (then ``lost`` is set); then return."""
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.timing.retry)
+            if self._stopped:
+                return
             if await self._attempt():
                 renewed = time.monotonic()
             elif time.monotonic() - renewed >= self.timing.renew_deadline:
+                self.lost = True
                 self._leading = False
                 metrics.LEADER.set(0)
                 log.error(
@@ -189,6 +197,7 @@ class LeaderElection:
 
     def release(self) -> None:
         """Give the Lease back on a clean stop, so that a standby takes over at once."""
+        self._stopped = True
         if not self._leading:
             return
         self._leading = False

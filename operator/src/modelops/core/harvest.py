@@ -221,7 +221,7 @@ def trainer_stuck(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     name = pod["metadata"]["name"]
     for cond in pod.get("status", {}).get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            why = str(cond.get("message") or cond.get("reason") or "no node fits")
+            why = str(cond.get("message") or cond.get("reason") or "no node fits").rstrip(".")
             return REASON_UNSCHEDULABLE, f"trainer pod {name} cannot be scheduled: {why}"
     for status in pod.get("status", {}).get("containerStatuses") or []:
         waiting = (status.get("state") or {}).get("waiting") or {}
