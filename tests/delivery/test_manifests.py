@@ -126,7 +126,7 @@ def test_e2e_kustomization_changes_only_image_names(tmp_path: Path):
     manager = find(tuple(docs), "Deployment", "modelops-operator")
     container = manager["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == images["operator"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MODELOPS_TRAINER_IMAGE"] == images["trainer"]
     assert env["MODELOPS_SERVER_IMAGE"] == images["server"]
     assert env["MODELOPS_LOADGEN_IMAGE"] == images["loadgen"]

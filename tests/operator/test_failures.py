@@ -251,7 +251,7 @@ def test_unschedulable_trainer_says_so_while_it_waits_and_when_the_deadline_pass
     assert p.status["phase"] == "Training"
     assert trained["reason"] == "Unschedulable"
     assert (
-        "cannot be scheduled: 0/1 nodes are available: 1 Insufficient memory." in trained["message"]
+        "cannot be scheduled: 0/1 nodes are available: 1 Insufficient memory;" in trained["message"]
     )
     assert "timeoutSeconds (600s)" in trained["message"]
     # The Job's deadline passes: the failure says the pod never started, not "ran longer".
