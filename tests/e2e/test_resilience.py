@@ -204,14 +204,16 @@ def child_rejected(product: Product) -> None:
 
 
 def test_failures_are_reported_with_their_reason(deployed_product: Product) -> None:
-    run_parallel(
-        stuck_rollout=lambda: stuck_rollout(deployed_product),
-        trainer_disrupted=lambda: trainer_disrupted(deployed_product),
-        trainer_out_of_memory=lambda: trainer_out_of_memory(deployed_product),
-        trainer_unschedulable=lambda: trainer_unschedulable(deployed_product),
-        child_rejected=lambda: child_rejected(deployed_product),
-    )
-    print(f"\nfigures: {json.dumps(FIGURES, indent=1)}")
+    try:
+        run_parallel(
+            stuck_rollout=lambda: stuck_rollout(deployed_product),
+            trainer_disrupted=lambda: trainer_disrupted(deployed_product),
+            trainer_out_of_memory=lambda: trainer_out_of_memory(deployed_product),
+            trainer_unschedulable=lambda: trainer_unschedulable(deployed_product),
+            child_rejected=lambda: child_rejected(deployed_product),
+        )
+    finally:
+        print(f"\nfigures: {json.dumps(FIGURES, indent=1)}")
 
 
 # The operator killed; two replicas --------------------------------------------------------
@@ -300,4 +302,4 @@ def test_operator_killed_mid_rollout_and_two_replicas_hand_over(deployed_product
         assert "reconciled" in product.kubectl("logs", "-n", SYSTEM_NAMESPACE, standby)
     finally:
         scale_operator(product, 1)
-    print(f"\nfigures: {json.dumps(FIGURES, indent=1)}")
+        print(f"\nfigures: {json.dumps(FIGURES, indent=1)}")

@@ -268,6 +268,10 @@ def test_unschedulable_trainer_says_so_while_it_waits_and_when_the_deadline_pass
     assert "never started within spec.training.timeoutSeconds" in entry["message"]
     assert "Insufficient memory" in entry["message"]
     assert done.status["phase"] == "Failed"
+    # Read from the pod itself when the Job's pods are still there at the deadline.
+    direct = read_outcome("v1", job("Failed", "DeadlineExceeded"), [unscheduled])
+    assert isinstance(direct, Failed) and direct.reason == "Unschedulable"
+    assert "never started" in direct.message and "Insufficient memory" in direct.message
 
 
 def test_trainer_image_that_cannot_be_pulled_is_named():

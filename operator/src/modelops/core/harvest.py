@@ -90,6 +90,7 @@ def _no_summary(
     version: str,
     job: Mapping[str, Any],
     finished: str,
+    pods: Sequence[Mapping[str, Any]],
     pod: Mapping[str, Any] | None,
     terminated: Mapping[str, Any] | None,
 ) -> Failed:
@@ -103,6 +104,15 @@ def _no_summary(
         )
     condition = _job_condition(job, "Failed")
     reason = str(condition.get("reason") or "TrainingFailed")
+    stuck = trainer_stuck(pods) if reason == "DeadlineExceeded" and not terminated else None
+    if stuck is not None:
+        return Failed(
+            version,
+            stuck[0],
+            f"training of {version} never started within spec.training.timeoutSeconds: "
+            f"{stuck[1]}; fix it (resources, node capacity, trainer image), then set a new "
+            "modelVersion",
+        )
     if reason == "DeadlineExceeded":
         return Failed(
             version,
@@ -188,7 +198,7 @@ def read_outcome(
     terminated = _terminated(pod) if pod is not None else None
     summary = _summary((terminated or {}).get("message") or "")
     if summary is None:
-        return _no_summary(version, job, finished, pod, terminated)
+        return _no_summary(version, job, finished, pods, pod, terminated)
     if summary.get("status") != "Succeeded":
         return Failed(
             version,
@@ -214,10 +224,11 @@ def read_outcome(
 def trainer_stuck(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """(reason, message) when the running Job's newest pod cannot start: it is not scheduled
     (the scheduler's message says why) or its container cannot be created."""
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    if not live:
+    # A pod being deleted counts too: the Job deletes its pods at the deadline, and an
+    # unscheduled pod stays unscheduled until it is gone.
+    if not pods:
         return None
-    pod = max(live, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+    pod = max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
     name = pod["metadata"]["name"]
     for cond in pod.get("status", {}).get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
