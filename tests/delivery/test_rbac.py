@@ -161,6 +161,14 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(
         cleanup(kubectl, manifest)
 
 
+def bound_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in docs
+        if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == "modelops-operator"
+    ]
+
+
 def test_namespaced_overlay_tells_the_operator_what_it_watches(kustomize: Any) -> None:
     docs = kustomize("config/overlays/namespaced")
     (deployment,) = [
@@ -172,8 +180,11 @@ def test_namespaced_overlay_tells_the_operator_what_it_watches(kustomize: Any) -
         e["name"]: e.get("value")
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
-    bound = sorted(d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding")
+    bound = sorted(d["metadata"]["namespace"] for d in bound_docs(docs))
     assert env["MODELOPS_WATCH_NAMESPACES"].split(",") == bound
+    # The leader election's grant stays in the operator's own namespace.
+    (election,) = [d for d in docs if d["kind"] == "RoleBinding" and d not in bound_docs(docs)]
+    assert election["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     assert not [
         d
         for d in docs
