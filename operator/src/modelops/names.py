@@ -93,6 +93,7 @@ REASON_CHILD_REJECTED: Final = "ChildRejected"
 TRAINER_WAITING_REASONS: Final = (
     "ErrImagePull",
     "ImagePullBackOff",
+    "ErrImageNeverPull",
     "InvalidImageName",
     "CreateContainerConfigError",
     "CreateContainerError",
