@@ -19,7 +19,8 @@ import pytest
 
 from modelops_testenv.product import SYSTEM_NAMESPACE, Product, wait
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+# The first test may wait for another session's node (15 min at most) and build the images.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 OPERATOR_SELECTOR = "app.kubernetes.io/name=modelops-operator"
 LEASE = "modelops-operator"
