@@ -254,6 +254,9 @@ def test_unschedulable_trainer_says_so_while_it_waits_and_when_the_deadline_pass
         "cannot be scheduled: 0/1 nodes are available: 1 Insufficient memory;" in trained["message"]
     )
     assert "timeoutSeconds (600s)" in trained["message"]
+    # At its deadline the Job deletes the pod before it reports Failed: nothing changes then.
+    gone = plan(cr(status=p.status), Observed(jobs={"v1": job(None)}), {}, SETTINGS, T1)
+    assert not gone.status_changed
     # The Job's deadline passes: the failure says the pod never started, not "ran longer".
     late = Failed("v1", "DeadlineExceeded", "training of v1 ran longer than ...")
     done = plan(

@@ -60,6 +60,13 @@ def trainer_stuck(state: PlanState) -> tuple[str, str] | None:
     if state.version not in state.observed.jobs or state.version in state.outcomes:
         return None
     stuck = harvest.trainer_stuck(state.observed.training_pods)
+    if stuck is None and not state.observed.training_pods:
+        # The pod is gone (the Job deletes it at its deadline, before it reports Failed): what
+        # was said about it stays until the Job's verdict, which repeats it.
+        before = {c.get("type"): c for c in state.old.get("conditions") or []}
+        trained = before.get(names.CONDITION_TRAINED) or {}
+        if trained.get("reason") in (harvest.REASON_UNSCHEDULABLE, *names.TRAINER_WAITING_REASONS):
+            return str(trained["reason"]), str(trained.get("message") or "")
     if stuck is None:
         return None
     reason, message = stuck
