@@ -13,7 +13,13 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-_OPERATOR_RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "RoleBinding"}
+_OPERATOR_RBAC_KINDS = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+}
 
 
 def _kustomize(path: str) -> list[dict[str, Any]]:
@@ -51,8 +57,11 @@ def operator_rbac() -> Callable[[str, str, str, dict[str, str]], str]:
                 doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{suffix}"
                 for subject in doc["subjects"]:
                     subject["namespace"] = system_ns
-            if doc["kind"] == "RoleBinding":
-                meta["namespace"] = watched[meta["namespace"]]
+            if doc["kind"] in ("Role", "RoleBinding"):
+                # The leader election's in the operator's own namespace, the others in the
+                # watched ones.
+                ns = meta["namespace"]
+                meta["namespace"] = system_ns if ns == "modelops-system" else watched[ns]
             docs.append(doc)
         return yaml.safe_dump_all(docs)
 

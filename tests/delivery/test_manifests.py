@@ -93,7 +93,7 @@ def test_overlay_uses_local_images_only(overlay: str):
     container = manager["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "modelops-operator:dev"
     assert container["imagePullPolicy"] == "Never"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MODELOPS_TRAINER_IMAGE"] == "modelops-trainer:dev"
     assert env["MODELOPS_SERVER_IMAGE"] == "modelops-server:dev"
     assert env["MODELOPS_LOADGEN_IMAGE"] == "modelops-loadgen:dev"
@@ -126,7 +126,7 @@ def test_e2e_kustomization_changes_only_image_names(tmp_path: Path):
     manager = find(tuple(docs), "Deployment", "modelops-operator")
     container = manager["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == images["operator"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MODELOPS_TRAINER_IMAGE"] == images["trainer"]
     assert env["MODELOPS_SERVER_IMAGE"] == images["server"]
     assert env["MODELOPS_LOADGEN_IMAGE"] == images["loadgen"]
@@ -180,7 +180,7 @@ def test_up_applies_the_platform_before_the_sample():
         ("Service", "ml-api-service"),
     }
     platform = [d for d in docs if d not in models]
-    assert {"CustomResourceDefinition", "Deployment", "ClusterKopfPeering"} <= {
+    assert {"CustomResourceDefinition", "Deployment", "Role", "RoleBinding"} <= {
         d["kind"] for d in platform
     }
 
@@ -189,7 +189,9 @@ def test_manager_is_locked_down():
     manager = find(build("config/default"), "Deployment", "modelops-operator")
     spec = manager["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"]["type"] == "Recreate"
+    # Leader election makes a surge pod a standby: an update never leaves nothing running.
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     (container,) = pod["containers"]
@@ -200,9 +202,22 @@ def test_manager_is_locked_down():
     assert {"requests", "limits"} <= set(container["resources"])
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         assert container[probe]["httpGet"]["port"] == "health"
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["MODELOPS_PEERING_NAME"] == "modelops"
-    find(build("config/default"), "ClusterKopfPeering", env["MODELOPS_PEERING_NAME"])
+    env = {
+        e["name"]: e.get("value") or e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container["env"]
+    }
+    assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
+    # The Role grants the Lease the operator elects its leader with, where it looks for it.
+    role = find(build("config/default"), "Role", "modelops-operator-leader-election")
+    assert role["metadata"]["namespace"] == manager["metadata"]["namespace"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+    assert env["MODELOPS_LEASE_NAME"] == "modelops-operator"
     assert pod["serviceAccountName"] == "modelops-operator"
 
 

@@ -26,6 +26,7 @@ IN_WATCHED = [
     ("create", "jobs.batch"),
     ("delete", "jobs.batch"),
     ("list", "pods"),
+    ("watch", "pods"),
     ("get", "pods", "--subresource=log"),
     ("create", "configmaps"),
     ("patch", "deployments.apps"),
@@ -86,6 +87,15 @@ class Asker:
             time.sleep(0.3)
 
 
+def assert_leader_election(ask: Asker, namespaces: dict[str, str]) -> None:
+    """The Lease in the operator's own namespace, in both modes; no Lease anywhere else."""
+    for verb in ("get", "create", "update"):
+        assert ask.can(verb, "leases.coordination.k8s.io", namespace=namespaces["system"]), verb
+    assert not ask.can("delete", "leases.coordination.k8s.io", namespace=namespaces["system"])
+    for ns in (namespaces["watched"], namespaces["other"]):
+        assert not ask.can("update", "leases.coordination.k8s.io", namespace=ns), ns
+
+
 def apply(kubectl: Any, manifest: str) -> list[dict[str, Any]]:
     applied = kubectl("apply", "-o", "json", "-f", "-", input=manifest)
     return list(json.loads(applied).get("items", []))
@@ -111,8 +121,8 @@ def test_cluster_wide_mode_grants_every_namespace_but_nothing_dangerous(
                 assert not ask.can(verb, resource, *extra, namespace=ns), (verb, resource, ns)
         assert ask.can("list", "modeldeployments.modelops.dev")
         assert ask.can("list", "namespaces")
-        assert ask.can("patch", "clusterkopfpeerings.kopf.dev")
         assert ask.can("list", "customresourcedefinitions.apiextensions.k8s.io")
+        assert_leader_election(ask, namespaces)
     finally:
         cleanup(kubectl, manifest)
 
@@ -124,8 +134,9 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(
     watched = {"mlops-puj": namespaces["watched"]}
     manifest = operator_rbac("config/overlays/namespaced", suffix, namespaces["system"], watched)
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(manifest))
-    # The namespaced role (a ClusterRole bound only by the RoleBinding) and nothing cluster-wide.
-    assert kinds == ["ClusterRole", "RoleBinding", "ServiceAccount"]
+    # The namespaced role (a ClusterRole bound only by the RoleBinding), the leader election's
+    # Role, and nothing cluster-wide.
+    assert kinds == ["ClusterRole", "Role", "RoleBinding", "RoleBinding", "ServiceAccount"]
     try:
         apply(kubectl, manifest)
         ask = Asker(kubectl, namespaces["system"])
@@ -137,7 +148,7 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(
             )
             for ns in (namespaces["other"], namespaces["system"], "default"):
                 assert not ask.can(verb, resource, *extra, namespace=ns), (verb, resource, ns)
-        assert ask.can("patch", "kopfpeerings.kopf.dev", namespace=namespaces["watched"])
+        assert_leader_election(ask, namespaces)
         for ns in (namespaces["watched"], namespaces["other"]):
             for verb, resource, *extra in NEVER:
                 assert not ask.can(verb, resource, *extra, namespace=ns), (verb, resource, ns)
@@ -145,10 +156,17 @@ def test_namespaced_mode_grants_only_the_watched_namespaces(
         assert not ask.can("list", "modeldeployments.modelops.dev")
         assert not ask.can("list", "pods")
         assert not ask.can("list", "namespaces")
-        assert not ask.can("patch", "clusterkopfpeerings.kopf.dev")
         assert not ask.can("list", "customresourcedefinitions.apiextensions.k8s.io")
     finally:
         cleanup(kubectl, manifest)
+
+
+def bound_docs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        d
+        for d in docs
+        if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == "modelops-operator"
+    ]
 
 
 def test_namespaced_overlay_tells_the_operator_what_it_watches(kustomize: Any) -> None:
@@ -162,8 +180,11 @@ def test_namespaced_overlay_tells_the_operator_what_it_watches(kustomize: Any) -
         e["name"]: e.get("value")
         for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     }
-    bound = sorted(d["metadata"]["namespace"] for d in docs if d["kind"] == "RoleBinding")
+    bound = sorted(d["metadata"]["namespace"] for d in bound_docs(docs))
     assert env["MODELOPS_WATCH_NAMESPACES"].split(",") == bound
+    # The leader election's grant stays in the operator's own namespace.
+    (election,) = [d for d in docs if d["kind"] == "RoleBinding" and d not in bound_docs(docs)]
+    assert election["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     assert not [
         d
         for d in docs

@@ -329,6 +329,26 @@ def operator(
         sys.stderr.write(proc.logs()[-5000:])
 
 
+@pytest.fixture
+def operators(
+    operator_kubeconfig: Path, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """``operators(label, **env)``: start another operator process (e.g. replicas electing a
+    leader); all are stopped at the end of the test."""
+    started: list[OperatorProcess] = []
+
+    def start(label: str, **env: str) -> OperatorProcess:
+        log = tmp_path / f"operator-{label}.log"
+        proc = OperatorProcess(operator_kubeconfig, namespace, log, **env)
+        proc.start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill(signal.SIGTERM)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "operator_env(**env): extra settings for `operator`")
 

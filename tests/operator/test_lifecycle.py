@@ -29,7 +29,7 @@ def test_create_trains_gates_and_serves(cluster, operator, trained, wait):
     assert container["resources"]["limits"]["memory"] == "1Gi"
     owner = job["metadata"]["ownerReferences"][0]
     assert owner["kind"] == "ModelDeployment" and owner["name"] == "iris" and owner["controller"]
-    assert job["spec"]["backoffLimit"] == 0
+    assert job["spec"]["podFailurePolicy"]["rules"][1]["action"] == "FailJob"
     # The operator writes the status right after it creates the Job.
     wait(
         lambda: cluster.status("iris").get("phase") in ("Pending", "Training"), 15, "phase Training"

@@ -103,9 +103,9 @@ def test_trainer_failure_is_reported_with_its_reason(results):
 
 
 def test_crash_and_deadline():
-    crash = read_outcome("v1", job("Failed"), [pod("Killed\n", 137, "OOMKilled")])
+    crash = read_outcome("v1", job("Failed"), [pod("Segfault\n", 139, "Error")])
     assert isinstance(crash, Failed) and crash.reason == "TrainerCrashed"
-    assert "OOMKilled" in crash.message and "137" in crash.message
+    assert "Error" in crash.message and "139" in crash.message and "Segfault" in crash.message
     late = read_outcome("v1", job("Failed", "DeadlineExceeded"), [])
     assert isinstance(late, Failed) and late.reason == "DeadlineExceeded"
     assert "timeoutSeconds" in late.message

@@ -57,7 +57,20 @@ def test_trainer_job():
     assert job["metadata"]["name"] == "iris-train-v2"
     assert job["metadata"]["labels"]["modelops.dev/version"] == "v2"
     _assert_owned(job, "trainer")
-    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 600
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    # Real failures end the Job at once; only disruptions are run again.
+    assert job["spec"]["backoffLimit"] == render.TRAINER_DISRUPTION_RETRIES
+    ignore, fail = job["spec"]["podFailurePolicy"]["rules"]
+    assert ignore == {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    }
+    assert fail["action"] == "FailJob"
+    assert fail["onExitCodes"] == {
+        "containerName": "trainer",
+        "operator": "NotIn",
+        "values": [0, 143],
+    }
     pod = job["spec"]["template"]["spec"]
     _assert_locked_down(pod)
     assert pod["restartPolicy"] == "Never"
@@ -115,6 +128,11 @@ def test_server_deployment():
         "app.kubernetes.io/component": "server",
     }
     assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert d["spec"]["progressDeadlineSeconds"] == 300  # the CRD's default
+    stricter = render.server_deployment(
+        CR, spec(serving={"progressDeadlineSeconds": 30}), SETTINGS, "v1", "sha"
+    )
+    assert stricter["spec"]["progressDeadlineSeconds"] == 30
     template = d["spec"]["template"]
     assert template["metadata"]["labels"]["modelops.dev/version"] == "v1"
     assert template["metadata"]["labels"]["modelops.dev/scrape"] == "true"

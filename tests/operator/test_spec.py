@@ -105,3 +105,15 @@ def test_settings_from_env():
         Settings.from_env({"MODELOPS_IMAGE_PULL_POLICY": "Sometimes"})
     with pytest.raises(SettingsError, match="MODELOPS_STANDALONE"):
         Settings.from_env({"MODELOPS_STANDALONE": "maybe"})
+
+
+def test_leader_lease_settings():
+    base = Settings.from_env({})
+    assert (base.lease_name, base.lease_namespace) == ("modelops-operator", "modelops-system")
+    assert base.lease_duration_seconds == 15 and not base.standalone
+    # In a pod the Lease is in its own namespace (downward API); an explicit setting wins.
+    assert Settings.from_env({"POD_NAMESPACE": "ops"}).lease_namespace == "ops"
+    both = {"POD_NAMESPACE": "ops", "MODELOPS_LEASE_NAMESPACE": "elect"}
+    assert Settings.from_env(both).lease_namespace == "elect"
+    with pytest.raises(SettingsError, match="MODELOPS_LEASE_DURATION_SECONDS"):
+        Settings.from_env({"MODELOPS_LEASE_DURATION_SECONDS": "1"})

@@ -8,7 +8,8 @@ here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from modelops_contract.clock import now_rfc3339
@@ -16,6 +17,7 @@ from modelops_contract.clock import now_rfc3339
 from .core.harvest import Failed, NeedsLog, Succeeded, read_outcome
 from .core.plan import harvest_needed, plan
 from .core.state import Event, Observed, Plan, Ref
+from .core.status import reject
 from .settings import Settings
 
 
@@ -63,15 +65,34 @@ def harvest(
     return outcomes
 
 
-def carry_out(driver: Driver, cr: Mapping[str, Any], result: Plan) -> None:
+class Rejected(Exception):
+    """The API server refused a write for good (invalid, forbidden, too large): the same
+    write would fail the same way until the spec changes. Raised by a driver's writes."""
+
+    def __init__(self, kind: str, name: str, message: str) -> None:
+        super().__init__(f"{kind} {name}: {message}")
+        self.kind = kind
+        self.name = name
+        self.message = message
+
+
+def carry_out(driver: Driver, cr: Mapping[str, Any], result: Plan, now: str = "") -> None:
     """Writes first, then the status that describes them, then the events that tell of it:
-    whoever sees an event finds the children and the status already saying so."""
-    for manifest in result.create:
-        driver.create(cr, manifest)
-    for manifest in result.apply:
-        driver.apply(cr, manifest)
-    for ref in result.delete:
-        driver.delete(cr, ref)
+    whoever sees an event finds the children and the status already saying so. A child the
+    API server rejects does not stop the others; the status then reports it."""
+    rejected: list[tuple[str, str, str]] = []
+    writes: list[tuple[str, str, Callable[[], None]]] = [
+        *((m["kind"], m["metadata"]["name"], partial(driver.create, cr, m)) for m in result.create),
+        *((m["kind"], m["metadata"]["name"], partial(driver.apply, cr, m)) for m in result.apply),
+        *((r.kind, r.name, partial(driver.delete, cr, r)) for r in result.delete),
+    ]
+    for kind, name, write in writes:
+        try:
+            write()
+        except Rejected as exc:
+            rejected.append((kind, name, exc.message))
+    if rejected:
+        reject(cr.get("status") or {}, result, rejected, now or now_rfc3339())
     if result.status_changed:
         driver.save_status(cr, result.status)
     for event in result.events:
@@ -85,6 +106,7 @@ def reconcile(driver: Driver, namespace: str, name: str) -> tuple[Mapping[str, A
         return None
     cr, observed = found
     outcomes = harvest(driver, cr, observed)
-    result = plan(cr, observed, outcomes, driver.settings, now_rfc3339())
-    carry_out(driver, cr, result)
+    now = now_rfc3339()
+    result = plan(cr, observed, outcomes, driver.settings, now)
+    carry_out(driver, cr, result, now)
     return cr, result

@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +26,8 @@ from modelops_contract.clock import now_rfc3339
 
 from . import engine, metrics
 from .core import render
+from .core.drift import rollout_stalled, template_version
+from .core.harvest import job_finished
 from .core.state import Event, Observed, Plan, Ref
 from .names import (
     API_VERSION,
@@ -64,6 +66,7 @@ PLURALS = {
     ("monitoring.coreos.com/v1", "PodMonitor"): "podmonitors",
     (API_VERSION, KIND): PLURAL,
 }
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 MONITORING_CRD_TTL = 60.0
 # Artifact ConfigMaps are listed as metadata only: the planner reads their annotations, and
 # the model bytes would otherwise cross the wire (and be parsed) on every pass.
@@ -71,11 +74,29 @@ METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 
 
 class ApiError(Exception):
-    """An API request failed; ``status`` is the HTTP status (0: no answer)."""
+    """An API request failed; ``status`` is the HTTP status (0: no answer); ``detail`` the
+    API server's own message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, detail: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.detail = detail or message
+
+
+# Answers that the same write would get again until the spec changes: bad request, forbidden
+# (quota, pod security, RBAC), too large, invalid. Anything else (conflicts, timeouts, 5xx)
+# is retried with backoff.
+REJECTED_STATUSES = frozenset({400, 403, 413, 422})
+
+
+@contextlib.contextmanager
+def _rejections(manifest_kind: str, name: str) -> Iterator[None]:
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status in REJECTED_STATUSES:
+            raise engine.Rejected(manifest_kind, name, exc.detail) from exc
+        raise
 
 
 def collection_path(api_version: str, kind: str, namespace: str) -> str:
@@ -152,7 +173,7 @@ class Kube:
             message = data.decode(errors="replace") if data else ""
             with contextlib.suppress(ValueError, AttributeError):
                 message = json.loads(message).get("message", message)
-            raise ApiError(int(response.status), f"{verb} {path}: {message}")
+            raise ApiError(int(response.status), f"{verb} {path}: {message}", message)
         if raw:
             return data.decode(errors="replace") if data else ""
         return json.loads(data) if data else None
@@ -184,13 +205,18 @@ class Kube:
         meta = manifest["metadata"]
         path = collection_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
         try:
-            self.request("POST", path, body=manifest)
+            with _rejections(manifest["kind"], meta["name"]):
+                self.request("POST", path, body=manifest)
         except ApiError as exc:
             if exc.status != 409:  # created meanwhile (e.g. by the previous leader): fine
                 raise
 
     def apply(self, cr: Mapping[str, Any], manifest: Mapping[str, Any]) -> None:
         """Server-side apply: creates, or puts back the fields the operator owns."""
+        with _rejections(manifest["kind"], manifest["metadata"]["name"]):
+            self._apply(manifest)
+
+    def _apply(self, manifest: Mapping[str, Any]) -> None:
         meta = manifest["metadata"]
         path = object_path(
             manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
@@ -222,7 +248,8 @@ class Kube:
         path = object_path(ref.api_version, ref.kind, cr["metadata"]["namespace"], ref.name)
         try:
             # Background: a Job's pods (and a Deployment's ReplicaSets) go with it.
-            self.request("DELETE", path, body={"propagationPolicy": "Background"})
+            with _rejections(ref.kind, ref.name):
+                self.request("DELETE", path, body={"propagationPolicy": "Background"})
         except ApiError as exc:
             if exc.status != 404:
                 raise
@@ -310,6 +337,26 @@ class Kube:
             self._crd_checked = time.monotonic()
             return self._monitoring
 
+    # Leader election --------------------------------------------------------------------------
+
+    def lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(f"{LEASES.format(namespace=namespace)}/{quote(name)}")
+
+    def write_lease(self, namespace: str, lease: Mapping[str, Any]) -> bool:
+        """Create the Lease, or replace it at the resourceVersion it was read at; False when
+        another replica wrote it first (the caller reads it again)."""
+        path = LEASES.format(namespace=namespace)
+        try:
+            if lease["metadata"].get("resourceVersion"):
+                self.request("PUT", f"{path}/{quote(lease['metadata']['name'])}", body=lease)
+            else:
+                self.request("POST", path, body=lease)
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
     # Reconcile ------------------------------------------------------------------------------
 
     def _child_lists(self, namespace: str, name: str) -> ChildLists:
@@ -369,16 +416,42 @@ class Kube:
                     "monitoring.coreos.com/v1", "PodMonitor", namespace, render.loadgen_name(name)
                 )
             )
+        server = deployments.get(render.server_name(name))
+        training, serving = self._pods_of_interest(cr, by_version(jobs), server)
         return Observed(
             jobs=by_version(jobs),
             artifacts=self._artifacts(cr, by_version(configmaps)),
-            server=deployments.get(render.server_name(name)),
+            server=server,
+            training_pods=training,
+            server_pods=serving,
             service=services.get(render.service_name(name)),
             loadgen=deployments.get(render.loadgen_name(name)),
             service_monitor=service_monitor,
             pod_monitor=pod_monitor,
             monitoring_crds=monitoring,
         )
+
+    def _pods_of_interest(
+        self,
+        cr: Mapping[str, Any],
+        jobs: Mapping[str, Mapping[str, Any]],
+        server: Mapping[str, Any] | None,
+    ) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
+        """Pods the status explains, read only when there is something to explain: those of
+        the candidate's running trainer Job (why it may not start) and the server pods of a
+        stalled rollout (why they are not ready)."""
+        namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
+        pods = collection_path("v1", "Pod", namespace)
+        training: list[dict[str, Any]] = []
+        job = jobs.get(cr["spec"]["modelVersion"])
+        if job is not None and job_finished(job) is None:
+            training = self.list(
+                pods, f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
+            )
+        serving: list[dict[str, Any]] = []
+        if server is not None and rollout_stalled(server, template_version(server) or ""):
+            serving = self.list(pods, render.selector_string(render.server_selector(name)))
+        return tuple(training), tuple(serving)
 
     def _artifacts(
         self, cr: Mapping[str, Any], listed: dict[str, dict[str, Any]]

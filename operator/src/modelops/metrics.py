@@ -29,6 +29,9 @@ API_LATENCY = Histogram(
     ["verb"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+LEADER = Gauge(
+    "modelops_leader", "1 while this operator replica holds the leader Lease (and acts), else 0."
+)
 PHASE = Gauge(
     "modelops_modeldeployment_phase",
     "1 for the current phase of each ModelDeployment, 0 for the others.",

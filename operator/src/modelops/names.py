@@ -84,6 +84,20 @@ REASON_ARTIFACT_NOT_TRUSTED: Final = "ArtifactNotTrusted"
 REASON_IMAGE_NOT_ALLOWED: Final = "ImageNotAllowed"
 REASON_DATASET_URL_NOT_ALLOWED: Final = "DatasetURLNotAllowed"
 REASON_NO_MODEL: Final = "NoModel"
+# The new servers did not become ready within spec.serving.progressDeadlineSeconds (the
+# Deployment controller's reason, kept as is).
+REASON_PROGRESS_DEADLINE: Final = "ProgressDeadlineExceeded"
+# The API server refused to take a child as rendered (invalid, forbidden, too large).
+REASON_CHILD_REJECTED: Final = "ChildRejected"
+# Why a trainer pod waits for good (image, config): the Trained condition's reason, as kubelet says.
+TRAINER_WAITING_REASONS: Final = (
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+)
 REASON_UNKNOWN: Final = "Unknown"
 
 # Event reasons ------------------------------------------------------------------------------
@@ -93,6 +107,8 @@ EVENT_ARTIFACT_STORED: Final = "ArtifactStored"
 EVENT_GATE_ACCEPTED: Final = "GateAccepted"
 EVENT_GATE_REJECTED: Final = "GateRejected"
 EVENT_ROLLED_OUT: Final = "RolledOut"
+EVENT_ROLLOUT_STALLED: Final = "RolloutStalled"
+EVENT_CHILD_REJECTED: Final = REASON_CHILD_REJECTED
 # Local mode only: what a kubelet or controller would report in a cluster.
 EVENT_SERVER_EXITED: Final = "ServerExited"
 EVENT_SERVER_NOT_READY: Final = "ServerNotReady"

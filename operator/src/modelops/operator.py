@@ -17,20 +17,24 @@ import argparse
 import asyncio
 import concurrent.futures
 import logging
+import signal
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
+from aiohttp import web
 from prometheus_client import start_http_server
 
 from modelops_contract.logs import JsonFormatter
 
 from . import metrics
 from .kube import RECONCILE_THREADS, URGENT_THREADS, ApiError, Kube
+from .leader import LeaderElection
 from .names import (
     COMPONENT_MODEL,
+    COMPONENT_TRAINER,
     GROUP,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -79,8 +83,12 @@ class Queue:
         self._dirty: set[tuple[str, str]] = set()
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._failures: dict[tuple[str, str], int] = {}
+        self._inflight: set[asyncio.Future[Any]] = set()
+        self._closed = False
 
     def schedule(self, namespace: str, name: str, delay: float = 0.0, urgent: bool = False) -> None:
+        if self._closed:
+            return
         key = (namespace, name)
         if urgent:
             self._urgent.add(key)
@@ -127,7 +135,12 @@ class Queue:
             pool = self._urgent_pool if key in self._urgent else None
             self._urgent.discard(key)
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(pool, self.kube.reconcile, namespace, name)
+            if self._closed:
+                return None
+            future = loop.run_in_executor(pool, self.kube.reconcile, namespace, name)
+            self._inflight.add(future)
+            future.add_done_callback(self._inflight.discard)
+            result = await future
         except ApiError as exc:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = min(MAX_BACKOFF_SECONDS, 2.0 ** min(failures, 6))
@@ -164,7 +177,12 @@ class Queue:
             )
         return None
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Stop: no new passes, the ones in flight finish (a pass in a thread cannot be
+        cancelled, and a successor must not act while it still writes), the rest is dropped."""
+        self._closed = True
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=timeout)
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()
@@ -197,12 +215,8 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         settings.watching.inactivity_timeout = 600
         # kopf's timers need a finalizer on the resource (added once, removed on deletion).
         settings.persistence.finalizer = "modelops.dev/operator"
-        # Peering is used when its object exists (config/manager ships it); without one kopf
-        # warns and runs alone rather than refusing to start.
-        settings.peering.mandatory = False
-        settings.peering.standalone = standalone
-        settings.peering.name = peering
-        settings.peering.priority = priority
+        # Replicas are kept apart by the leader Lease (modelops.leader), not kopf's peering.
+        settings.peering.standalone = True
         # Watching listed namespaces: kopf takes them as given instead of listing namespaces
         # and CRDs cluster-wide, which the namespaced RBAC (config/rbac/namespaced) denies.
         settings.scanning.disabled = namespaced
@@ -211,9 +225,6 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
 
     resync = settings.resync_seconds
     namespaced = bool(settings.namespaces)
-    peering = settings.peering_name
-    standalone = settings.standalone
-    priority = settings.priority
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def modeldeployment(
@@ -252,29 +263,68 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
 
 
 # What the operator owns, watched with a server-side label selector: the API server streams
-# only these objects (not every ConfigMap or Deployment of the cluster), and of ConfigMaps
-# only the artifacts.
+# only these objects (not every ConfigMap or Deployment of the cluster), of ConfigMaps only
+# the artifacts, and of pods only the trainers (a trainer that cannot be scheduled or pulled
+# changes no Job status, only its pod's).
 CHILD_WATCHES = (
     ("batch", "v1", "jobs"),
     ("apps", "v1", "deployments"),
     ("", "v1", "services"),
     ("", "v1", "configmaps"),
+    ("", "v1", "pods"),
 )
+_COMPONENT_OF = {"configmaps": COMPONENT_MODEL, "pods": COMPONENT_TRAINER}
 
 
 def child_selector(plural: str) -> str:
     selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-    if plural == "configmaps":
-        selector += f",{LABEL_COMPONENT}={COMPONENT_MODEL}"
+    if plural in _COMPONENT_OF:
+        selector += f",{LABEL_COMPONENT}={_COMPONENT_OF[plural]}"
     return selector
 
 
-async def run(settings: Settings, kubeconfig: str | None = None) -> None:
+async def serve_health(port: int, elector: LeaderElection | None) -> web.AppRunner:
+    """``GET /healthz``: 200 while the event loop runs, leader or standby (the probes of
+    config/manager); the body says which."""
+
+    async def healthz(request: web.Request) -> web.Response:
+        role = "standalone" if elector is None else "leader" if elector.leading else "standby"
+        return web.Response(text=f"ok ({role})\n")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # the kubelet probes it from outside
+    return runner
+
+
+async def lead(elector: LeaderElection | None, stop: asyncio.Event) -> asyncio.Task[None] | None:
+    """Wait for the leader Lease (or for a stop signal); then keep it, and set ``stop`` when
+    it is lost, so that kopf and the queue stop acting before another replica may start."""
+    if elector is None:
+        return None
+    acquired = asyncio.ensure_future(elector.acquire())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({acquired, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not acquired.done():
+        acquired.cancel()
+        return None
+    stopped.cancel()
+
+    async def keep() -> None:
+        await elector.hold()
+        if elector.lost:
+            stop.set()
+
+    return asyncio.create_task(keep())
+
+
+async def run(settings: Settings, kubeconfig: str | None = None) -> int:
     # Reconcile passes run in threads and mostly wait on the API server: the default pool
     # (cores + 4 threads) queues a burst of new resources behind each other.
-    asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS)
-    )
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=RECONCILE_THREADS))
     kube = Kube.connect(settings, kubeconfig)
     urgent = concurrent.futures.ThreadPoolExecutor(URGENT_THREADS, thread_name_prefix="changed")
     queue = Queue(kube, urgent)
@@ -287,28 +337,52 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> None:
         import os
 
         os.environ["KUBECONFIG"] = kubeconfig
-    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    elector = None if settings.standalone else LeaderElection(kube, settings)
     log.info(
         "modelops operator starting",
         extra={
             "namespaces": ",".join(settings.namespaces) or "*",
-            "peering": "standalone" if settings.standalone else settings.peering_name,
+            "leaderElection": "off" if elector is None else f"{elector.namespace}/{elector.name}",
+            "identity": "" if elector is None else elector.me,
             "resyncSeconds": settings.resync_seconds,
         },
     )
-    try:
-        await kopf.operator(
-            registry=registry,
-            clusterwide=not settings.namespaces,
-            namespaces=list(settings.namespaces),
-            standalone=settings.standalone,
-            priority=settings.priority,
-            peering_name=settings.peering_name,
-            liveness_endpoint=liveness,
-        )
-    finally:
+    health = await serve_health(settings.health_port, elector) if settings.health_port else None
+    stop = asyncio.Event()
+    # PID 1 of a container ignores SIGTERM without a handler; kopf installs its own once it runs.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    holding = await lead(elector, stop)
+
+    @kopf.on.cleanup(registry=registry)
+    async def hand_over(**_: Any) -> None:
+        # kopf's watches have stopped: finish the passes in flight, then give the Lease back
+        # so that a standby takes over at once (kopf's own shutdown takes 5 s more).
         await queue.drain()
+        if elector is not None:
+            await loop.run_in_executor(None, elector.release)
+
+    try:
+        if not stop.is_set():
+            # The Lease is what keeps replicas apart: kopf's own peering stays off.
+            await kopf.operator(
+                registry=registry,
+                clusterwide=not settings.namespaces,
+                namespaces=list(settings.namespaces),
+                standalone=True,
+                stop_flag=stop,
+            )
+    finally:
+        lost = elector is not None and elector.lost
+        if holding is not None:
+            holding.cancel()
+        await queue.drain()
+        if elector is not None:
+            await loop.run_in_executor(None, elector.release)
         urgent.shutdown(wait=False, cancel_futures=True)
+        if health is not None:
+            await health.cleanup()
+    return 1 if lost else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,10 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings)
     try:
-        asyncio.run(run(settings, args.kubeconfig))
+        return asyncio.run(run(settings, args.kubeconfig))
     except KeyboardInterrupt:
         return 0
-    return 0
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ class Settings:
     resync_seconds: float = 300.0
     metrics_port: int = 8080
     health_port: int = 8081
-    peering_name: str = "modelops"
-    # Without peering two replicas would both act; standalone is for one-replica setups/tests.
+    # Leader election: replicas compete for one Lease (coordination.k8s.io) in the operator's
+    # namespace; only its holder acts. standalone skips it (one process, tests, local runs).
+    lease_name: str = "modelops-operator"
+    lease_namespace: str = "modelops-system"
+    lease_duration_seconds: float = 15.0
     standalone: bool = False
-    priority: int = 0
     log_format: str = "json"
     log_level: str = "INFO"
     # Server-side apply field manager: shows who owns the fields in managedFields.
@@ -111,9 +113,15 @@ class Settings:
             resync_seconds=number("MODELOPS_RESYNC_SECONDS", base.resync_seconds, 5, 86400),
             metrics_port=int(number("MODELOPS_METRICS_PORT", base.metrics_port, 0, 65535)),
             health_port=int(number("MODELOPS_HEALTH_PORT", base.health_port, 0, 65535)),
-            peering_name=text("MODELOPS_PEERING_NAME", base.peering_name),
+            lease_name=text("MODELOPS_LEASE_NAME", base.lease_name),
+            # In a pod: its own namespace (downward API), where its RBAC allows the Lease.
+            lease_namespace=text(
+                "MODELOPS_LEASE_NAMESPACE", text("POD_NAMESPACE", base.lease_namespace)
+            ),
+            lease_duration_seconds=number(
+                "MODELOPS_LEASE_DURATION_SECONDS", base.lease_duration_seconds, 3, 300
+            ),
             standalone=flag("MODELOPS_STANDALONE"),
-            priority=int(number("MODELOPS_PRIORITY", base.priority, -(2**31), 2**31 - 1)),
             log_format=log_format,
             log_level=text("MODELOPS_LOG_LEVEL", base.log_level).upper(),
             allowed_image_prefixes=words("MODELOPS_ALLOWED_IMAGE_PREFIXES", ()),

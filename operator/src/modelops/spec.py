@@ -139,6 +139,7 @@ class Serving:
     port: int
     resources: Resources
     max_batch_size: int
+    progress_deadline_seconds: int
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ class ModelDeploymentSpec:
                 port=int(serving["port"]),
                 resources=Resources.from_dict(serving["resources"]),
                 max_batch_size=int(batching["maxBatchSize"]),
+                progress_deadline_seconds=int(serving["progressDeadlineSeconds"]),
             ),
             load_generator=LoadGenerator(
                 payload=data["loadGenerator"]["payload"],

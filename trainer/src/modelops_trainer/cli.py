@@ -1,6 +1,7 @@
 """`modelops-trainer` command line: `train` and `gate`.
 
-Exit codes: 0 success / accepted, 1 training failed / rejected, 2 usage error.
+Exit codes: 0 success / accepted, 1 training failed / rejected, 2 usage error, 143 stopped by
+SIGTERM (its pod was deleted: the operator's Job runs it again instead of failing the version).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process the signal ended
 
 
 class UsageError(Exception):
@@ -199,7 +203,15 @@ def _download_policy(args: argparse.Namespace) -> DownloadPolicy:
     )
 
 
+def _stop(signum: int, frame: object) -> None:
+    # PID 1 of a container ignores SIGTERM without a handler (the pod would wait out its grace
+    # period and die by SIGKILL, indistinguishable from an OOM kill). Nothing half-written is
+    # reported: no result file, a distinct exit code.
+    os._exit(EXIT_TERMINATED)
+
+
 def _run_train(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _stop)
     from .data import DataError
     from .pipeline import ParamError
     from .train import TrainConfig, failure_summary, result_summary, train

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -89,3 +89,54 @@ def rolled_out(deployment: Mapping[str, Any] | None, version: str, replicas: int
         and int(status.get("replicas", 0)) == replicas
         and int(status.get("availableReplicas", 0)) >= replicas
     )
+
+
+def rollout_stalled(deployment: Mapping[str, Any] | None, version: str) -> str | None:
+    """The Deployment controller's message when the rollout of ``version`` went past its
+    progress deadline (``Progressing`` False, ``ProgressDeadlineExceeded``), else None."""
+    if deployment is None or template_version(deployment) != version:
+        return None
+    status = deployment.get("status") or {}
+    if status.get("observedGeneration", 0) < deployment["metadata"].get("generation", 0):
+        return None  # the controller has not looked at the current template yet
+    for cond in status.get("conditions") or []:
+        if (
+            cond.get("type") == "Progressing"
+            and cond.get("status") == "False"
+            and cond.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return str(cond.get("message") or "the rollout exceeded its progress deadline")
+    return None
+
+
+def _pod_problem(pod: Mapping[str, Any]) -> str:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        last = (status.get("lastState") or {}).get("terminated") or {}
+        if waiting.get("reason") == "CrashLoopBackOff" and last:
+            return (
+                f"container {status.get('name')} keeps exiting "
+                f"({last.get('reason', 'Error')}, exit code {last.get('exitCode')})"
+            )
+        if waiting.get("reason"):
+            return f"{waiting['reason']}: {waiting.get('message') or ''}".strip(": ")
+        if (status.get("state") or {}).get("running") and not status.get("ready"):
+            return "running but not ready (readiness probe failing)"
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"not scheduled: {cond.get('message') or cond.get('reason')}"
+    return str(pod.get("status", {}).get("phase") or "Pending")
+
+
+def stall_detail(pods: Sequence[Mapping[str, Any]], version: str) -> str:
+    """What the new version's pods that are not ready say (the first of them), or ""."""
+    for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
+        labels = pod["metadata"].get("labels") or {}
+        status = pod.get("status") or {}
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        if labels.get(LABEL_VERSION) != version or conditions.get("Ready") == "True":
+            continue
+        if pod["metadata"].get("deletionTimestamp"):
+            continue
+        return f"pod {pod['metadata']['name']}: {_pod_problem(pod)}"
+    return ""

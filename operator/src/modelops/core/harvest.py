@@ -14,7 +14,14 @@ from typing import Any
 from modelops_contract import bundle
 from modelops_contract.artifact import ArtifactError, accuracy_of
 
+from ..names import TRAINER_WAITING_REASONS
 from .render import CONFIGMAP_MAX_BYTES, artifact_bytes
+
+OOM_KILLED = "OOMKilled"
+REASON_DISRUPTED = "TrainerDisrupted"
+REASON_UNSCHEDULABLE = "Unschedulable"
+# What the trainer exits with on SIGTERM (modelops_trainer.cli.EXIT_TERMINATED).
+EXIT_TERMINATED = 143
 
 
 @dataclass(frozen=True)
@@ -73,8 +80,20 @@ def _latest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max(ended, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
 
 
+def _memory_limit(pod: Mapping[str, Any] | None) -> str:
+    for container in (pod or {}).get("spec", {}).get("containers") or []:
+        if container.get("name") == "trainer":
+            return str((container.get("resources") or {}).get("limits", {}).get("memory", ""))
+    return ""
+
+
 def _no_summary(
-    version: str, job: Mapping[str, Any], finished: str, terminated: Mapping[str, Any] | None
+    version: str,
+    job: Mapping[str, Any],
+    finished: str,
+    pods: Sequence[Mapping[str, Any]],
+    pod: Mapping[str, Any] | None,
+    terminated: Mapping[str, Any] | None,
 ) -> Failed:
     """Why a finished Job left no result summary (crash, OOM, deadline, old trainer image)."""
     if finished != "Failed":
@@ -86,12 +105,41 @@ def _no_summary(
         )
     condition = _job_condition(job, "Failed")
     reason = str(condition.get("reason") or "TrainingFailed")
+    stuck = trainer_stuck(pods) if reason == "DeadlineExceeded" and not terminated else None
+    if stuck is not None:
+        return Failed(
+            version,
+            stuck[0],
+            f"training of {version} never started within spec.training.timeoutSeconds: "
+            f"{stuck[1]}; fix it (resources, node capacity, trainer image), then set a new "
+            "modelVersion",
+        )
     if reason == "DeadlineExceeded":
         return Failed(
             version,
             reason,
             f"training of {version} ran longer than spec.training.timeoutSeconds; "
             "raise it or choose a cheaper algorithm, then set a new modelVersion",
+        )
+    if terminated and terminated.get("reason") == OOM_KILLED:
+        limit = _memory_limit(pod)
+        return Failed(
+            version,
+            OOM_KILLED,
+            f"the trainer of {version} ran out of memory and was killed at its memory limit"
+            + (f" of {limit}" if limit else "")
+            + " (spec.training.resources.limits.memory); raise the limit or choose a smaller "
+            "model, then set a new modelVersion",
+        )
+    if reason == "BackoffLimitExceeded" and (terminated or {}).get("exitCode") in (
+        None,
+        EXIT_TERMINATED,
+    ):
+        return Failed(
+            version,
+            REASON_DISRUPTED,
+            f"the trainer pod of {version} was deleted before training finished, each time "
+            "retried, until the Job's retries ran out; set a new modelVersion to try again",
         )
     if not terminated:
         return Failed(version, reason, str(condition.get("message") or "the trainer Job failed"))
@@ -162,7 +210,7 @@ def read_outcome(
     terminated = _terminated(pod) if pod is not None else None
     summary = _summary((terminated or {}).get("message") or "")
     if summary is None:
-        return _no_summary(version, job, finished, terminated)
+        return _no_summary(version, job, finished, pods, pod, terminated)
     if summary.get("status") != "Succeeded":
         return Failed(
             version,
@@ -183,3 +231,24 @@ def read_outcome(
                 "gone); set a new modelVersion to train again",
             )
     return _artifact(version, summary, str(packed))
+
+
+def trainer_stuck(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(reason, message) when the running Job's newest pod cannot start: it is not scheduled
+    (the scheduler's message says why) or its container cannot be created."""
+    # A pod being deleted counts too: the Job deletes its pods at the deadline, and an
+    # unscheduled pod stays unscheduled until it is gone.
+    if not pods:
+        return None
+    pod = max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+    name = pod["metadata"]["name"]
+    for cond in pod.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            why = str(cond.get("message") or cond.get("reason") or "no node fits").rstrip(".")
+            return REASON_UNSCHEDULABLE, f"trainer pod {name} cannot be scheduled: {why}"
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in TRAINER_WAITING_REASONS:
+            why = f"{waiting['reason']}: {waiting.get('message') or ''}".strip(": ")
+            return str(waiting["reason"]), f"trainer pod {name} cannot start: {why}"
+    return None

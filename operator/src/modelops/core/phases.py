@@ -14,8 +14,8 @@ from modelops_contract.urls import url_problem
 
 from .. import names
 from . import render
-from .drift import drifted, rolled_out, template_version
-from .harvest import Succeeded
+from .drift import drifted, rolled_out, rollout_stalled, stall_detail, template_version
+from .harvest import REASON_UNSCHEDULABLE, Failed, Succeeded
 from .state import PlanState, Ref
 
 
@@ -133,6 +133,7 @@ def store_results(state: PlanState) -> None:
                 f"(accuracy {outcome.accuracy:.4f})",
             )
         elif state.recorded(version) is None:
+            outcome = _never_started(state, outcome)
             state.record(
                 {
                     "version": version,
@@ -147,6 +148,24 @@ def store_results(state: PlanState) -> None:
                 names.EVENT_TRAINING_FAILED,
                 f"training {version} failed: {outcome.message}",
             )
+
+
+def _never_started(state: PlanState, outcome: Failed) -> Failed:
+    """A deadline that passed while the trainer pod could not start says why it never ran
+    (the Trained condition recorded it while the Job waited), not "ran longer than"."""
+    if outcome.reason != "DeadlineExceeded" or outcome.version != state.version:
+        return outcome
+    before = {c.get("type"): c for c in state.old.get("conditions") or []}
+    trained = before.get(names.CONDITION_TRAINED) or {}
+    if trained.get("reason") not in (REASON_UNSCHEDULABLE, *names.TRAINER_WAITING_REASONS):
+        return outcome
+    return Failed(
+        outcome.version,
+        str(trained["reason"]),
+        f"training of {outcome.version} never started within spec.training.timeoutSeconds: "
+        f"{trained.get('message')}; fix it (resources, node capacity, trainer image), then "
+        "set a new modelVersion",
+    )
 
 
 def run_gate(state: PlanState) -> None:
@@ -275,6 +294,30 @@ def advance_serving(state: PlanState) -> None:
         )
     if served is not None and not served.get("servedAt"):
         served["servedAt"] = state.now
+
+
+def check_progress(state: PlanState) -> None:
+    """A rollout of the target that went past its progress deadline is reported (Degraded,
+    one Warning Event); the pods of the version that serves keep answering meanwhile."""
+    target, server = state.target, state.observed.server
+    if target is None or any(
+        m["kind"] == "Deployment" and m["metadata"]["name"] == render.server_name(state.name)
+        for m in state.result.apply
+    ):
+        return
+    message = rollout_stalled(server, target)
+    if message is None:
+        return
+    detail = stall_detail(state.observed.server_pods, target)
+    state.stalled = (
+        f"the servers of {target} did not become ready within "
+        f"spec.serving.progressDeadlineSeconds ({state.spec.serving.progress_deadline_seconds}s): "
+        f"{detail or message}"
+    )
+    before = {c.get("type"): c for c in state.old.get("conditions") or []}
+    degraded = before.get(names.CONDITION_DEGRADED) or {}
+    if degraded.get("reason") != names.REASON_PROGRESS_DEADLINE:
+        state.event(names.WARNING, names.EVENT_ROLLOUT_STALLED, state.stalled)
 
 
 def prune(state: PlanState) -> None:

@@ -32,6 +32,7 @@ PHASES: tuple[Phase, ...] = (
     phases.choose_target,
     phases.converge_children,
     phases.advance_serving,
+    phases.check_progress,
     phases.prune,
     status.write_status,
 )

@@ -238,6 +238,28 @@ def trainer_args(cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Set
     ]
 
 
+# The trainer's exit code when it is asked to stop (SIGTERM: its pod was deleted).
+TRAINER_EXIT_TERMINATED = 143
+# Deleted trainer pods the Job replaces before it gives up (evictions are not counted).
+TRAINER_DISRUPTION_RETRIES = 3
+TRAINER_FAILURE_POLICY: dict[str, Any] = {
+    "rules": [
+        {
+            "action": "Ignore",
+            "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+        },
+        {
+            "action": "FailJob",
+            "onExitCodes": {
+                "containerName": "trainer",
+                "operator": "NotIn",
+                "values": [0, TRAINER_EXIT_TERMINATED],
+            },
+        },
+    ]
+}
+
+
 def trainer_job(cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Settings) -> Manifest:
     """The Job that trains ``spec.model_version`` (immutable: one per version, never retried)."""
     name = cr["metadata"]["name"]
@@ -285,8 +307,11 @@ def trainer_job(cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Sett
         "metadata": _metadata(cr, job_name(name, version), COMPONENT_TRAINER, version),
         "spec": {
             # A failed training is reported, not retried: the user fixes the spec and names a
-            # new version.
-            "backoffLimit": 0,
+            # new version. A disrupted pod (evicted, preempted, node drained: DisruptionTarget;
+            # deleted: the trainer exits 143 on SIGTERM) is the cluster's doing, not the
+            # version's: the Job runs it again.
+            "backoffLimit": TRAINER_DISRUPTION_RETRIES,
+            "podFailurePolicy": TRAINER_FAILURE_POLICY,
             "activeDeadlineSeconds": spec.training.timeout_seconds,
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
@@ -434,6 +459,9 @@ def server_deployment(
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
             "revisionHistoryLimit": 3,
+            # A rollout that stalls (crash loop, image that cannot be pulled, failing
+            # readiness) is marked ProgressDeadlineExceeded; the status reports it Degraded.
+            "progressDeadlineSeconds": spec.serving.progress_deadline_seconds,
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                 "spec": {
@@ -536,6 +564,9 @@ def loadgen_deployment(
             # One generator at a time, or the configured rate doubles during a rollout.
             "strategy": {"type": "Recreate"},
             "revisionHistoryLimit": 3,
+            # A rollout that stalls (crash loop, image that cannot be pulled, failing
+            # readiness) is marked ProgressDeadlineExceeded; the status reports it Degraded.
+            "progressDeadlineSeconds": spec.serving.progress_deadline_seconds,
             "template": {
                 "metadata": {
                     "labels": {**labels(name, COMPONENT_LOADGEN), LABEL_SCRAPE: "true"},

@@ -27,6 +27,10 @@ class Observed:
     pod_monitor: dict[str, Any] | None = None
     # Whether the prometheus-operator CRDs (ServiceMonitor/PodMonitor) are installed.
     monitoring_crds: bool = False
+    # Pods of the spec version's trainer Job while it runs (why it may not start).
+    training_pods: tuple[dict[str, Any], ...] = ()
+    # Server pods, read only while the server Deployment reports a stalled rollout.
+    server_pods: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class PlanState:
     foreign: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (reason, message) when the spec cannot proceed: nothing new is trained or rolled out.
     blocked: tuple[str, str] | None = None
+    # Why the servers' rollout of the target stalled (past its progress deadline), if it did.
+    stalled: str | None = None
     result: Plan = field(default_factory=Plan)
 
     @classmethod

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import names
-from . import render
-from .state import PlanState
+from . import harvest, render
+from .state import Event, Plan, PlanState
 
 
 def condition(kind: str, status: str, reason: str, message: str, generation: int) -> dict[str, Any]:
@@ -29,6 +29,8 @@ def phase_of(state: PlanState) -> str:
         started = version in state.observed.jobs or state.job_created or version in state.outcomes
         return names.TRAINING if started else names.PENDING
     if verdict in (names.OUTCOME_FAILED, names.REJECTED) or state.artifact_missing:
+        return names.DEGRADED if state.serving else names.FAILED
+    if state.stalled is not None:
         return names.DEGRADED if state.serving else names.FAILED
     if state.serving == version:
         return names.SERVING
@@ -53,12 +55,36 @@ def gate_of(state: PlanState) -> dict[str, Any]:
     return gate
 
 
+def trainer_stuck(state: PlanState) -> tuple[str, str] | None:
+    """Why the running trainer Job of the candidate cannot start, if it cannot."""
+    if state.version not in state.observed.jobs or state.version in state.outcomes:
+        return None
+    stuck = harvest.trainer_stuck(state.observed.training_pods)
+    if stuck is None and not state.observed.training_pods:
+        # The pod is gone (the Job deletes it at its deadline, before it reports Failed): what
+        # was said about it stays until the Job's verdict, which repeats it.
+        before = {c.get("type"): c for c in state.old.get("conditions") or []}
+        trained = before.get(names.CONDITION_TRAINED) or {}
+        if trained.get("reason") in (harvest.REASON_UNSCHEDULABLE, *names.TRAINER_WAITING_REASONS):
+            return str(trained["reason"]), str(trained.get("message") or "")
+    if stuck is None:
+        return None
+    reason, message = stuck
+    return reason, (
+        f"{message}; the Job fails after spec.training.timeoutSeconds "
+        f"({state.spec.training.timeout_seconds}s) unless it starts"
+    )
+
+
 def trained_condition(state: PlanState) -> dict[str, Any]:
     entry, version, generation = state.entry, state.version, state.generation
     if entry is None and state.blocked is not None:
         reason, message = state.blocked
         return condition(names.CONDITION_TRAINED, "False", reason, message, generation)
     if entry is None:
+        stuck = trainer_stuck(state)
+        if stuck is not None:
+            return condition(names.CONDITION_TRAINED, "False", *stuck, generation)
         started = version in state.observed.jobs or state.job_created
         reason = names.REASON_TRAINING if started else names.REASON_PENDING
         return condition(
@@ -133,6 +159,14 @@ def available_condition(state: PlanState) -> dict[str, Any]:
 def progressing_condition(state: PlanState, phase: str) -> dict[str, Any]:
     version = state.version
     progressing = phase in names.PROGRESSING_PHASES
+    if state.stalled is not None:
+        return condition(
+            names.CONDITION_PROGRESSING,
+            "False",
+            names.REASON_PROGRESS_DEADLINE,
+            state.stalled,
+            state.generation,
+        )
     message = {
         names.PENDING: f"creating the trainer Job for {version}",
         names.TRAINING: f"training {version}",
@@ -154,6 +188,8 @@ def degraded_condition(state: PlanState, phase: str) -> dict[str, Any]:
         )
     if state.blocked is not None:
         why, text = state.blocked
+    elif state.stalled is not None and state.verdict not in (names.OUTCOME_FAILED, names.REJECTED):
+        why, text = names.REASON_PROGRESS_DEADLINE, state.stalled
     elif state.artifact_missing:
         why = names.REASON_ARTIFACT_MISSING
         text = (
@@ -214,3 +250,49 @@ def write_status(state: PlanState) -> None:
         status["accuracy"] = state.serving_accuracy
     state.result.status = status
     state.result.status_changed = status != state.old
+
+
+def reject(
+    old: Mapping[str, Any], result: Plan, rejected: Sequence[tuple[str, str, str]], now: str
+) -> None:
+    """The API server refused children of ``result`` ((kind, name, its message) each): the
+    status says so at once, and the Events of what did not happen are dropped. Retrying
+    would only fail again; the next pass (a spec change, a resync) tries once more, and finds
+    the same status (nothing written) while the spec stays as it is."""
+    kind, name, message = rejected[0]
+    text = f"the API server rejected {kind} {name}: {message}"
+    if len(rejected) > 1:
+        text += (
+            f" (and {len(rejected) - 1} more: "
+            + ", ".join(f"{k} {n}" for k, n, _ in rejected[1:])
+            + ")"
+        )
+    text += "; fix the ModelDeployment's spec (the operator renders it as is)"
+    status = dict(result.status)
+    serving = status.get("servingVersion")
+    status["phase"] = names.DEGRADED if serving else names.FAILED
+    generation = int(status.get("observedGeneration", 1))
+    rejected_kinds = {k for k, _, _ in rejected}
+    conditions = []
+    for cond in status.get("conditions") or []:
+        kind_ = cond["type"]
+        if kind_ == names.CONDITION_DEGRADED or kind_ == names.CONDITION_PROGRESSING:
+            flag = "True" if kind_ == names.CONDITION_DEGRADED else "False"
+            cond = condition(kind_, flag, names.REASON_CHILD_REJECTED, text, generation)
+        elif (
+            kind_ == names.CONDITION_TRAINED
+            and "Job" in rejected_kinds
+            and cond["status"] != "True"
+        ):
+            cond = condition(kind_, "False", names.REASON_CHILD_REJECTED, text, generation)
+        conditions.append(cond)
+    status["conditions"] = stamp_transitions(conditions, old, now)
+    lost = {"Job": names.EVENT_TRAINING_STARTED, "ConfigMap": names.EVENT_ARTIFACT_STORED}
+    dropped = {lost[k] for k in rejected_kinds if k in lost}
+    events = [e for e in result.events if e.reason not in dropped]
+    before = {c.get("type"): c for c in old.get("conditions") or []}
+    if (before.get(names.CONDITION_DEGRADED) or {}).get("message") != text:
+        events.append(Event(names.WARNING, names.EVENT_CHILD_REJECTED, text))
+    result.events = events
+    result.status = status
+    result.status_changed = status != old
