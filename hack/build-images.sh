@@ -91,18 +91,22 @@ SOURCES="$(apt_sources)"
 SOURCES_TEXT="$( [ -z "$SOURCES" ] || cat "$SOURCES")"
 
 # The image record modelops_testenv.images reads; written last, so it only names a full archive.
+# Archives of the last few other keys stay: checkouts of different sources (worktrees, branches)
+# share this cache, and one's build must not delete the archive another is about to import.
+KEEP_ARCHIVES=4
 record() {
   local image="$1" name="$2" archive="$3" key="$4" old
-  for old in "$CACHE/$image"-*.oci.tar; do
-    [ "$old" = "$archive" ] || rm -f "$old"
-  done
+  while read -r old; do
+    rm -f "$old"
+  done < <(find "$CACHE" -maxdepth 1 -name "$image-*.oci.tar" ! -path "$archive" -printf '%T@ %p\n' \
+    | sort -rn | tail -n +"$KEEP_ARCHIVES" | cut -d' ' -f2-)
   printf '{"image": "%s", "name": "%s", "archive": "%s", "key": "%s"}\n' \
     "$image" "$name" "$(basename "$archive")" "$key" >"$CACHE/$image.json.tmp"
   mv -f "$CACHE/$image.json.tmp" "$CACHE/$image.json"
 }
-up_to_date() {  # IMAGE KEY: its record names this key and the archive exists
-  [ -f "$CACHE/$1.json" ] && grep -q "\"key\": \"$2\"" "$CACHE/$1.json" \
-    && [ -f "$CACHE/$1-$2.oci.tar" ]
+up_to_date() {  # IMAGE KEY NAME: the archive of this key exists (the record then names it)
+  [ -f "$CACHE/$1-$2.oci.tar" ] || return 1
+  record "$1" "$3" "$CACHE/$1-$2.oci.tar" "$2"
 }
 export_archive() {  # NAME ARCHIVE: push to an OCI archive whose index names the image
   bah push --quiet "$1" "oci-archive:$2.tmp:$1" >/dev/null
@@ -151,7 +155,7 @@ build_pause() {
   key="$(hash_text "$(sha256sum <"$src/linux/pause.c") $tag $(gcc --version | head -1)")"
   name="localhost/modelops-pause:$tag"
   archive="$CACHE/pause-$key.oci.tar"
-  up_to_date pause "$key" && { log "pause: up to date ($name)"; return; }
+  up_to_date pause "$key" "$name" && { log "pause: up to date ($name)"; return; }
   log "pause: gcc -static $src/linux/pause.c"
   mkdir -p "$CACHE/pause"
   bin="$CACHE/pause/pause"
@@ -181,7 +185,7 @@ build_prometheus() {
   key="$(hash_text "$(sha256sum <"$bin") $PROMETHEUS_LAYOUT")"
   name="localhost/modelops-prometheus:v$release-$key"
   archive="$CACHE/prometheus-$key.oci.tar"
-  up_to_date prometheus "$key" && { log "prometheus: up to date ($name)"; return; }
+  up_to_date prometheus "$key" "$name" && { log "prometheus: up to date ($name)"; return; }
   log "prometheus: $bin (Prometheus $release from Go modules)"
   stage="$(mktemp -d "$CACHE/.prometheus.XXXXXX")"
   mkdir -p "$stage/root/bin" "$stage/root/prometheus" "$stage/root/etc/prometheus"
@@ -270,7 +274,7 @@ build_component() {
   key="$(component_key "$c")"
   name="localhost/modelops-$c:$key"
   archive="$CACHE/$c-$key.oci.tar"
-  up_to_date "$c" "$key" && { log "$c: up to date ($name)"; return; }
+  up_to_date "$c" "$key" "$name" && { log "$c: up to date ($name)"; return; }
   log "$c: buildah build --target $c -f hack/images/Dockerfile (no network)"
   # In a network namespace of its own (chroot isolation shares buildah's): nothing to reach.
   unshare --net -- "${BUILDAH[@]}" build --quiet --isolation chroot --pull=never \
