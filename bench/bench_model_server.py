@@ -12,8 +12,14 @@ Closed loop: wrk, 1 thread, 32 connections, on core 1; every server is one proce
   `go install` like vegeta), 32 concurrent calls on one connection
 Open loop at 50 % of our closed-loop maximum: vegeta (Go, built on first run with
 `go install` into ~/.cache/modelops/go/bin; it keeps a 3k req/s schedule where a Python
-generator on a shared core falls behind) and modelops-loadgen (latency from the intended send
-time; flagged when it falls behind its own schedule).
+generator on a shared core falls behind) against ours and, at the same rate, the bare ASGI
+ceiling (uvicorn + vegeta + this machine, without our code); then both again shielded from
+other processes (SCHED_FIFO, when run as root), so that the server's own tail shows apart from
+its neighbours'; and modelops-loadgen (latency from the intended send time; flagged when it
+falls behind its own schedule).
+Instrumentation: the CPU the metrics add per request, measured in one process
+(instrumentation_cost.py), as a share of the server's CPU per request; the two-process
+comparison (metrics on / off under wrk) is printed beside it.
 Start-up: seconds from process start to GET /readyz == 200.
 
 Every server is started first and all are measured in alternating rounds (medians reported),
@@ -21,7 +27,7 @@ so that other load on a shared machine falls on each alike; server CPU time per 
 reported beside req/s because it barely moves with such load.
 
 Environment: BENCH_DURATION (seconds per wrk run, default 5), BENCH_ROUNDS (default 3),
-BENCH_SKIP_MLSERVER=1.
+BENCH_SKIP_MLSERVER=1, BENCH_OPEN_RATE (req/s of the open loop instead of 50 % of the maximum).
 Results also go to bench/results/model_server.json.
 """
 
@@ -723,7 +729,9 @@ def main() -> None:
 
             # Open loop at half of our closed-loop maximum, beside the bare ASGI ceiling at the
             # same rate: what uvicorn, vegeta and this machine's noise give without our code.
-            target = 0.5 * runs["ours: /predict"].rps
+            # BENCH_OPEN_RATE: a fixed rate instead, to compare runs on a machine whose
+            # closed-loop maximum moves with other load.
+            target = float(os.environ.get("BENCH_OPEN_RATE") or 0.5 * runs["ours: /predict"].rps)
             print(f"\nopen loop at {target:.0f} req/s for {DURATION * 2} s (vegeta):", flush=True)
             vegeta = ensure_go_tool(VEGETA, VEGETA_BIN)
             if vegeta is not None:

@@ -7,6 +7,7 @@ import concurrent.futures
 import threading
 from collections import Counter
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -31,12 +32,13 @@ class FakeKube:
         self.hold[name] = threading.Event()
         self.started[name] = threading.Event()
 
-    def reconcile(self, namespace: str, name: str) -> None:
+    def reconcile(self, namespace: str, name: str) -> SimpleNamespace:
         self.passes[name] += 1
         if name in self.started:
             self.started[name].set()
         if name in self.hold:
             assert self.hold[name].wait(WAIT), "test never released the pass"
+        return SimpleNamespace(writes=0, status={})  # a pass with nothing to change
 
 
 async def started(kube: FakeKube, name: str) -> None:
@@ -126,10 +128,11 @@ def test_a_failed_pass_is_retried(
     monkeypatch.setattr(operator, "MAX_BACKOFF_SECONDS", 0.0)
 
     class Flaky(FakeKube):
-        def reconcile(self, namespace: str, name: str) -> None:
-            super().reconcile(namespace, name)
+        def reconcile(self, namespace: str, name: str) -> SimpleNamespace:
+            done = super().reconcile(namespace, name)
             if self.passes[name] == 1:
                 raise ApiError(500, "etcd is down")
+            return done
 
     async def scenario() -> int:
         kube = Flaky()
@@ -166,3 +169,38 @@ def test_a_watch_event_names_the_artifacts_the_next_pass_reads() -> None:
     assert kube._expected[("ns", "md")] == {"v1", "v2"}
     kube.expect("ns", "new", {"spec": {"modelVersion": "v1"}})
     assert kube._expected[("ns", "new")] == {"v1"}
+
+
+def test_a_resync_right_after_a_pass_is_skipped_a_later_one_is_not() -> None:
+    async def scenario() -> tuple[int, int, int]:
+        kube = FakeKube()
+        queue, pool = one_thread_queue(kube)
+        queue.fresh_seconds = 3600.0
+        queue.schedule("ns", "md", urgent=True, generation=1)
+        await settle(queue)
+        queue.schedule("ns", "md", resync=True)  # the pass just ended: nothing to find
+        await settle(queue)
+        skipped = kube.passes["md"]
+        queue.schedule("ns", "md", delay=0.0)  # an event still gets its pass
+        await settle(queue)
+        evented = kube.passes["md"]
+        queue.fresh_seconds = 0.0  # the last pass is old now
+        queue.schedule("ns", "md", resync=True)
+        await settle(queue)
+        pool.shutdown()
+        return skipped, evented, kube.passes["md"]
+
+    assert asyncio.run(scenario()) == (1, 2, 3)
+
+
+def test_a_resync_of_a_resource_never_reconciled_runs() -> None:
+    async def scenario() -> int:
+        kube = FakeKube()
+        queue, pool = one_thread_queue(kube)
+        queue.fresh_seconds = 3600.0
+        queue.schedule("ns", "md", resync=True)  # e.g. after a restart of the operator
+        await settle(queue)
+        pool.shutdown()
+        return kube.passes["md"]
+
+    assert asyncio.run(scenario()) == 1

@@ -47,7 +47,10 @@ log = logging.getLogger("modelops.kube")
 # four child lists, up to two artifacts by name): the observe pool has a thread for every read
 # of every pass in flight. The connection pool holds one connection per thread of all three.
 RECONCILE_THREADS = 16
-URGENT_THREADS = 8
+# A new resource's pass holds its thread for five round trips (reads, Job, Service, status,
+# Event): on a loaded API server (~100-250 ms each) 8 threads kept up with ~10 creations/s and
+# a burst queued for seconds.
+URGENT_THREADS = 32
 READS_PER_PASS = 7
 FANOUT_THREADS = READS_PER_PASS * (RECONCILE_THREADS + URGENT_THREADS)
 # Children of one resource as listed: Jobs, ConfigMaps, Deployments, Services.
