@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from modelops.kube import Kube
-from modelops.operator import Queue
+from modelops.operator import Queue, matters
 from modelops.settings import Settings
 
 # Generous: only a hung pass fails a test, never a slow machine.
@@ -204,3 +204,20 @@ def test_a_resync_of_a_resource_never_reconciled_runs() -> None:
         return kube.passes["md"]
 
     assert asyncio.run(scenario()) == 1
+
+
+def _job(*conditions: str) -> Mapping[str, Any]:
+    return {"status": {"conditions": [{"type": c, "status": "True"} for c in conditions]}}
+
+
+def test_only_a_trainer_jobs_end_or_removal_matters_to_a_plan() -> None:
+    running = {"status": {"active": 1, "ready": 0, "startTime": "2026-12-01T10:00:00Z"}}
+    assert not matters("jobs", "MODIFIED", running)  # the job controller's progress
+    assert not matters("jobs", "MODIFIED", _job("SuccessCriteriaMet"))  # not finished yet
+    assert matters("jobs", "MODIFIED", _job("SuccessCriteriaMet", "Complete"))
+    assert matters("jobs", "MODIFIED", _job("FailureTarget", "Failed"))
+    assert matters("jobs", "DELETED", running)
+    assert matters("jobs", "ADDED", running)
+    assert matters("jobs", None, running)  # listed when the watch (re)starts
+    assert matters("deployments", "MODIFIED", {"status": {"readyReplicas": 1}})
+    assert matters("services", "MODIFIED", {})

@@ -29,6 +29,7 @@ from prometheus_client import start_http_server
 from modelops_contract.logs import JsonFormatter
 
 from . import metrics
+from .core.harvest import job_finished
 from .core.state import Plan
 from .kube import RECONCILE_THREADS, URGENT_THREADS, ApiError, Kube
 from .names import (
@@ -227,6 +228,13 @@ def _owner(labels: Mapping[str, str] | None) -> str | None:
     return labels.get(LABEL_NAME)
 
 
+def matters(plural: str, type: str | None, body: Mapping[str, Any]) -> bool:
+    """Whether a child's event can change a plan. A pass reads of a trainer Job only that it
+    exists and, once finished, its result: the job controller's progress updates of a running
+    Job (start time, active and ready pods) change neither, so they need no pass."""
+    return not (plural == "jobs" and type == "MODIFIED" and job_finished(body) is None)
+
+
 def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) -> None:
     """Attach the handlers to ``registry`` (thin: they only schedule reconciles)."""
 
@@ -291,11 +299,19 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
             queue.schedule(namespace, name, resync=True)
 
     async def child(
-        namespace: str | None, labels: Mapping[str, str], body: Mapping[str, Any], **_: Any
+        type: str | None,
+        namespace: str | None,
+        labels: Mapping[str, str],
+        body: Mapping[str, Any],
+        resource: kopf.Resource,
+        **_: Any,
     ) -> None:
         owner = _owner(labels)
-        if owner and namespace and not queue.kube.echo(body):
-            queue.schedule(namespace, owner, delay=Queue.CHILD_DELAY)
+        if not owner or not namespace or queue.kube.echo(body):
+            return
+        if not matters(resource.plural, type, body):
+            return
+        queue.schedule(namespace, owner, delay=Queue.CHILD_DELAY)
 
     selector = {LABEL_MANAGED_BY: MANAGED_BY}
     for group, version, plural in CHILD_WATCHES:
