@@ -20,7 +20,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -235,6 +235,26 @@ def matters(plural: str, type: str | None, body: Mapping[str, Any]) -> bool:
     return not (plural == "jobs" and type == "MODIFIED" and job_finished(body) is None)
 
 
+def child_handler(queue: Queue) -> Callable[..., Awaitable[None]]:
+    """The handler of every owned child's events: schedule the owner, unless it is moot."""
+
+    async def child(
+        type: str | None,
+        namespace: str | None,
+        labels: Mapping[str, str],
+        body: Mapping[str, Any],
+        resource: kopf.Resource,
+        **_: Any,
+    ) -> None:
+        owner = _owner(labels)
+        if not owner or not namespace or queue.kube.echo(body):
+            return
+        if matters(resource.plural, type, body):
+            queue.schedule(namespace, owner, delay=Queue.CHILD_DELAY)
+
+    return child
+
+
 def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) -> None:
     """Attach the handlers to ``registry`` (thin: they only schedule reconciles)."""
 
@@ -298,21 +318,7 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         if namespace:
             queue.schedule(namespace, name, resync=True)
 
-    async def child(
-        type: str | None,
-        namespace: str | None,
-        labels: Mapping[str, str],
-        body: Mapping[str, Any],
-        resource: kopf.Resource,
-        **_: Any,
-    ) -> None:
-        owner = _owner(labels)
-        if not owner or not namespace or queue.kube.echo(body):
-            return
-        if not matters(resource.plural, type, body):
-            return
-        queue.schedule(namespace, owner, delay=Queue.CHILD_DELAY)
-
+    child = child_handler(queue)
     selector = {LABEL_MANAGED_BY: MANAGED_BY}
     for group, version, plural in CHILD_WATCHES:
         kopf.on.event(

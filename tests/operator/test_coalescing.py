@@ -1,4 +1,7 @@
-"""The work queue coalesces events: one pass covers every event it has not read past yet."""
+"""What keeps a burst of new resources cheap: the work queue coalesces events (one pass covers
+every event it has not read past yet, echoes and a running Job's progress need none, a fresh
+resource's resync is skipped) and a new version's artifact name is read in the first round trip.
+These are unit tests (fakes for the API); the operator's integration tests run them for real."""
 
 from __future__ import annotations
 
@@ -221,3 +224,52 @@ def test_only_a_trainer_jobs_end_or_removal_matters_to_a_plan() -> None:
     assert matters("jobs", None, running)  # listed when the watch (re)starts
     assert matters("deployments", "MODIFIED", {"status": {"readyReplicas": 1}})
     assert matters("services", "MODIFIED", {})
+
+
+class RecordingKube(Kube):
+    """Kube whose reads come from dicts; records every path it reads."""
+
+    def __init__(self, objects: dict[str, dict[str, Any]]) -> None:
+        super().__init__(None, Settings.from_env())  # type: ignore[arg-type]
+        self.objects = objects
+        self.reads: list[str] = []
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        self.reads.append(path)
+        return self.objects.get(path)
+
+    def list(self, path: str, selector: str, consistent: bool = False, accept: str = "") -> list:
+        self.reads.append(path)
+        return []
+
+    def monitoring_crds(self) -> bool:
+        return False
+
+
+CR_PATH = "/apis/modelops.dev/v1alpha1/namespaces/ns/modeldeployments/iris"
+ARTIFACT_PATH = "/api/v1/namespaces/ns/configmaps/iris-model-v1"
+
+
+def _cr() -> dict[str, Any]:
+    return {
+        "apiVersion": "modelops.dev/v1alpha1",
+        "metadata": {"name": "iris", "namespace": "ns", "uid": "u1"},
+        "spec": {"modelVersion": "v1"},
+    }
+
+
+@pytest.mark.parametrize("announced", [True, False], ids=["from-the-event", "unannounced"])
+def test_a_new_versions_artifact_name_is_read_once_and_a_foreign_one_is_seen(
+    announced: bool,
+) -> None:
+    foreign = {"metadata": {"name": "iris-model-v1", "namespace": "ns"}}
+    kube = RecordingKube({CR_PATH: _cr(), ARTIFACT_PATH: foreign})
+    if announced:
+        kube.expect("ns", "iris", _cr())
+    found = kube.read("ns", "iris")
+    assert found is not None
+    _, observed = found
+    assert observed.artifacts == {"v1": foreign}  # shown to the planner, which refuses it
+    assert kube.reads.count(ARTIFACT_PATH) == 1
+    assert kube.reads.count(CR_PATH) == 1
+    assert ("ns", "iris") not in kube._expected  # used once
