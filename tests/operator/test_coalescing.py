@@ -1,6 +1,6 @@
 """What keeps a burst of new resources cheap: the work queue coalesces events (one pass covers
-every event it has not read past yet, echoes and a running Job's progress need none, a fresh
-resource's resync is skipped) and a new version's artifact name is read in the first round trip.
+every event it has not read past yet; echoes and a running Job's progress need none) and a new
+version's artifact name is read in the first round trip.
 These are unit tests (fakes for the API); the operator's integration tests run them for real."""
 
 from __future__ import annotations
@@ -172,41 +172,6 @@ def test_a_watch_event_names_the_artifacts_the_next_pass_reads() -> None:
     assert kube._expected[("ns", "md")] == {"v1", "v2"}
     kube.expect("ns", "new", {"spec": {"modelVersion": "v1"}})
     assert kube._expected[("ns", "new")] == {"v1"}
-
-
-def test_a_resync_right_after_a_pass_is_skipped_a_later_one_is_not() -> None:
-    async def scenario() -> tuple[int, int, int]:
-        kube = FakeKube()
-        queue, pool = one_thread_queue(kube)
-        queue.fresh_seconds = 3600.0
-        queue.schedule("ns", "md", urgent=True, generation=1)
-        await settle(queue)
-        queue.schedule("ns", "md", resync=True)  # the pass just ended: nothing to find
-        await settle(queue)
-        skipped = kube.passes["md"]
-        queue.schedule("ns", "md", delay=0.0)  # an event still gets its pass
-        await settle(queue)
-        evented = kube.passes["md"]
-        queue.fresh_seconds = 0.0  # the last pass is old now
-        queue.schedule("ns", "md", resync=True)
-        await settle(queue)
-        pool.shutdown()
-        return skipped, evented, kube.passes["md"]
-
-    assert asyncio.run(scenario()) == (1, 2, 3)
-
-
-def test_a_resync_of_a_resource_never_reconciled_runs() -> None:
-    async def scenario() -> int:
-        kube = FakeKube()
-        queue, pool = one_thread_queue(kube)
-        queue.fresh_seconds = 3600.0
-        queue.schedule("ns", "md", resync=True)  # e.g. after a restart of the operator
-        await settle(queue)
-        pool.shutdown()
-        return kube.passes["md"]
-
-    assert asyncio.run(scenario()) == 1
 
 
 def _job(*conditions: str) -> Mapping[str, Any]:

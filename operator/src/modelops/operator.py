@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import logging
-import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -72,23 +71,13 @@ class Queue:
     queued (delayed, or waiting for a thread) has not read yet and will see the change; so will
     a running pass of the resource's generation for an event that changes no spec (kopf's
     finalizer, a status echo). Only events that arrive after the pass read, and could change
-    its plan, are followed by exactly one more pass. A resync finds nothing to do for a
-    resource whose last pass ended less than ``fresh_seconds`` ago (half the resync interval):
-    it is skipped, so that a burst of event-driven passes is not followed by as many resyncs,
-    and no resource goes longer than 1.5 intervals without a pass.
+    its plan, are followed by exactly one more pass.
     """
 
     CHILD_DELAY = 0.5
 
-    def __init__(
-        self,
-        kube: Kube,
-        urgent_pool: concurrent.futures.Executor | None = None,
-        fresh_seconds: float = 0.0,
-    ) -> None:
+    def __init__(self, kube: Kube, urgent_pool: concurrent.futures.Executor | None = None) -> None:
         self.kube = kube
-        self.fresh_seconds = fresh_seconds
-        self._done: dict[tuple[str, str], float] = {}  # monotonic end of the last good pass
         self._urgent_pool = urgent_pool
         self._urgent: set[tuple[str, str]] = set()
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -107,12 +96,9 @@ class Queue:
         delay: float = 0.0,
         urgent: bool = False,
         generation: int | None = None,
-        resync: bool = False,
     ) -> None:
         """Ask for a pass of one resource; `generation` is the resource's, for its own events."""
         key = (namespace, name)
-        if resync and time.monotonic() - self._done.get(key, -math.inf) < self.fresh_seconds:
-            return
         if urgent:
             self._urgent.add(key)
         running = key in self._running
@@ -154,9 +140,6 @@ class Queue:
             self._running.pop(key, None)
             self._generation.pop(key, None)
 
-    def forget(self, namespace: str, name: str) -> None:
-        self._done.pop((namespace, name), None)
-
     def _pass(self, namespace: str, name: str) -> Plan | None:
         """One pass in a worker thread; from here on, later events need a pass of their own."""
         self._reading.add((namespace, name))
@@ -191,9 +174,7 @@ class Queue:
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         self._failures.pop(key, None)
-        self._done[key] = time.monotonic()
         if result is None:
-            self._done.pop(key, None)
             metrics.forget(namespace, name)
             metrics.RECONCILES.labels("ok").inc()
             return None
@@ -300,7 +281,6 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
             return
         if type == "DELETED":
             metrics.forget(namespace, name)
-            queue.forget(namespace, name)
             return
         generation = body.get("metadata", {}).get("generation")
         observed = (body.get("status") or {}).get("observedGeneration")
@@ -316,7 +296,7 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         # reconciled again each interval (a no-change pass writes nothing). A kopf timer (not a
         # free-running task) so that a paused peer does not act.
         if namespace:
-            queue.schedule(namespace, name, resync=True)
+            queue.schedule(namespace, name)
 
     child = child_handler(queue)
     selector = {LABEL_MANAGED_BY: MANAGED_BY}
@@ -352,7 +332,7 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> None:
     )
     kube = Kube.connect(settings, kubeconfig)
     urgent = concurrent.futures.ThreadPoolExecutor(URGENT_THREADS, thread_name_prefix="changed")
-    queue = Queue(kube, urgent, fresh_seconds=settings.resync_seconds / 2)
+    queue = Queue(kube, urgent)
     registry = kopf.OperatorRegistry()
     register(registry, queue, settings)
     if settings.metrics_port:
