@@ -12,8 +12,14 @@ Closed loop: wrk, 1 thread, 32 connections, on core 1; every server is one proce
   `go install` like vegeta), 32 concurrent calls on one connection
 Open loop at 50 % of our closed-loop maximum: vegeta (Go, built on first run with
 `go install` into ~/.cache/modelops/go/bin; it keeps a 3k req/s schedule where a Python
-generator on a shared core falls behind) and modelops-loadgen (latency from the intended send
-time; flagged when it falls behind its own schedule).
+generator on a shared core falls behind) against ours and, at the same rate, the bare ASGI
+ceiling (uvicorn + vegeta + this machine, without our code); then both again shielded from
+other processes (SCHED_FIFO, when run as root), so that the server's own tail shows apart from
+its neighbours'; and modelops-loadgen (latency from the intended send time; flagged when it
+falls behind its own schedule).
+Instrumentation: the CPU the metrics add per request, measured in one process
+(instrumentation_cost.py), as a share of the server's CPU per request; the two-process
+comparison (metrics on / off under wrk) is printed beside it.
 Start-up: seconds from process start to GET /readyz == 200.
 
 Every server is started first and all are measured in alternating rounds (medians reported),
@@ -21,12 +27,13 @@ so that other load on a shared machine falls on each alike; server CPU time per 
 reported beside req/s because it barely moves with such load.
 
 Environment: BENCH_DURATION (seconds per wrk run, default 5), BENCH_ROUNDS (default 3),
-BENCH_SKIP_MLSERVER=1.
+BENCH_SKIP_MLSERVER=1, BENCH_OPEN_RATE (req/s of the open loop instead of 50 % of the maximum).
 Results also go to bench/results/model_server.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -39,6 +46,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +56,10 @@ BIN = Path(sys.executable).parent
 DURATION = int(os.environ.get("BENCH_DURATION", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = 32
+CEILING = "ceiling: bare ASGI constant"
 SERVER_CPU = "0"
 LOAD_CPU = "1"
+SHIELD_PRIORITY = 10  # SCHED_FIFO priority of the shielded open-loop runs (kernel threads: 50)
 BENCH_VENV = Path.home() / ".cache" / "modelops" / "bench-venv"
 MLSERVER_VERSION = "1.7.1"
 VEGETA = "github.com/tsenart/vegeta/v12@v12.13.0"
@@ -117,6 +127,7 @@ class Server:
         cwd: Path | None = None,
     ) -> None:
         self.label = label
+        self.ready_url = ready_url
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the server
             prefix="bench-server-", suffix=".log", delete=False
         )
@@ -353,13 +364,44 @@ def loadgen_open(base_url: str, rate: float, duration: int) -> dict[str, object]
     return summary
 
 
-def vegeta_open(vegeta: Path, url: str, rate: float, duration: int, tmp: Path) -> dict[str, float]:
+def can_shield() -> bool:
+    """Real-time scheduling needs root (or CAP_SYS_NICE) and chrt (util-linux, as taskset)."""
+    return os.geteuid() == 0 and shutil.which("chrt") is not None
+
+
+@contextlib.contextmanager
+def shielded(pid: int) -> Iterator[None]:
+    """Run every thread of `pid` under SCHED_FIFO for the block, then as before.
+
+    On a machine shared with other work the open-loop p99 is set by whoever else holds the
+    server's core (a 2-core machine at load average 4 preempts it for milliseconds at a time);
+    a real-time server (and load tool) is preempted only by the kernel, so what remains of the
+    tail is the server's own. The kernel's RT throttling (95 % of each second) still leaves the
+    rest of the machine its share, and every run is bounded.
+    """
+    tids = [int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()]
+    for tid in tids:
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(SHIELD_PRIORITY))
+    try:
+        yield
+    finally:
+        for tid in tids:
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+
+
+def vegeta_open(
+    vegeta: Path, url: str, rate: float, duration: int, tmp: Path, shield: bool = False
+) -> dict[str, object]:
     body = tmp / "predict.json"
     body.write_text(
         '{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
     )
+    load_before = _loadavg()
+    prefix = ["chrt", "-f", str(SHIELD_PRIORITY)] if shield else []
     attack = subprocess.run(
         [
+            *prefix,
             "taskset",
             "-c",
             LOAD_CPU,
@@ -394,7 +436,53 @@ def vegeta_open(vegeta: Path, url: str, rate: float, duration: int, tmp: Path) -
         "p50": latencies["50th"] / 1e6,
         "p99": latencies["99th"] / 1e6,
         "max": latencies["max"] / 1e6,
+        "loadavg": f"{load_before} -> {_loadavg()}",
     }
+
+
+def _loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def open_loop(
+    vegeta: Path, targets: dict[str, tuple[str, int]], rate: float, tmp: Path
+) -> dict[str, dict[str, object]]:
+    """vegeta at `rate` against each target (label: url, server pid), as the machine is and,
+    where possible, shielded from other processes; targets alternate within each setting."""
+    runs: dict[str, dict[str, object]] = {}
+    for shield in (False, True) if can_shield() else (False,):
+        for label, (url, pid) in targets.items():
+            key = f"{label}, shielded" if shield else label
+            with shielded(pid) if shield else contextlib.nullcontext():
+                runs[key] = vegeta_open(vegeta, url, rate, DURATION * 2, tmp, shield)
+            print(f"  {key}: {_open_text(runs[key])}", flush=True)
+    return runs
+
+
+def _open_text(run: dict[str, object]) -> str:
+    return (
+        f"p50 {run['p50']:.2f} ms, p99 {run['p99']:.2f} ms, max {run['max']:.1f} ms at "
+        f"{run['rate']:.0f} req/s, success {run['success']:.1%}, load average {run['loadavg']}"
+    )
+
+
+def instrumentation_in_process(artifact: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            SERVER_CPU,
+            str(BIN / "python"),
+            str(HERE / "instrumentation_cost.py"),
+            str(artifact),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
 
 
 def ensure_go_tool(module: str, binary: Path) -> Path | None:
@@ -568,12 +656,13 @@ def main() -> None:
             server, port = start("floor", uvicorn_cmd("floor_app:app"), "/readyz", cwd=HERE)
             add("floor: FastAPI constant", server, port, "/predict", "predict.lua")
             server, port = start("raw", uvicorn_cmd("floor_app:raw_app"), "/readyz", cwd=HERE)
-            add("ceiling: bare ASGI constant", server, port, "/predict", "predict.lua")
+            add(CEILING, server, port, "/predict", "predict.lua")
             grpc_port = free_port()
             ours, ours_port = start(
                 "ours", ours_cmd, "/readyz", env={"MODELOPS_SERVER_GRPC_PORT": str(grpc_port)}
             )
             add("ours: /predict", ours, ours_port, "/predict", "predict.lua")
+            ours_url = f"http://127.0.0.1:{ours_port}"
             targets.append(
                 (
                     "ours: OIP infer",
@@ -625,23 +714,39 @@ def main() -> None:
             on, off = runs["ours: /predict"], runs["ours: /predict, metrics off"]
             # Throughput on a shared core swings with other load; CPU time per request of the
             # server process does not, and for a CPU-bound server it is 1/throughput.
+            # Two processes differ by ±10 % from round to round on a shared core, more than the
+            # metrics cost; the in-process figure compares the same calls in one process.
+            in_process = instrumentation_in_process(artifact)
             results["instrumentation"] = {
-                "cost": 1 - off.cpu_us_per_request / on.cpu_us_per_request,
+                "cost": in_process["metrics_us"] / on.cpu_us_per_request,
+                "metrics_us": in_process["metrics_us"],
+                "cost_processes": 1 - off.cpu_us_per_request / on.cpu_us_per_request,
                 "cost_rps": 1 - on.rps / off.rps,
             }
             for label in list(servers):
-                if not label.startswith("ours: /predict"):
+                if not label.startswith(("ours: /predict", CEILING)):
                     servers.pop(label).stop()
 
-            # Open loop at half of our closed-loop maximum.
-            target = 0.5 * runs["ours: /predict"].rps
-            print(f"\nopen loop at {target:.0f} req/s for {DURATION * 2} s:", flush=True)
+            # Open loop at half of our closed-loop maximum, beside the bare ASGI ceiling at the
+            # same rate: what uvicorn, vegeta and this machine's noise give without our code.
+            # BENCH_OPEN_RATE: a fixed rate instead, to compare runs on a machine whose
+            # closed-loop maximum moves with other load.
+            target = float(os.environ.get("BENCH_OPEN_RATE") or 0.5 * runs["ours: /predict"].rps)
+            print(f"\nopen loop at {target:.0f} req/s for {DURATION * 2} s (vegeta):", flush=True)
             vegeta = ensure_go_tool(VEGETA, VEGETA_BIN)
             if vegeta is not None:
-                results["open_loop_vegeta"] = vegeta_open(
-                    vegeta, f"http://127.0.0.1:{ours_port}/predict", target, DURATION * 2, tmp
-                )
-            summary = loadgen_open(f"http://127.0.0.1:{ours_port}", target, DURATION * 2)
+                ceiling = servers[CEILING]
+                open_targets = {
+                    "ours: /predict": (f"{ours_url}/predict", ours.process.pid),
+                    CEILING: (
+                        f"{ceiling.ready_url.removesuffix('/readyz')}/predict",
+                        ceiling.process.pid,
+                    ),
+                }
+                vegeta_runs = open_loop(vegeta, open_targets, target, tmp)
+                results["open_loop_vegeta_runs"] = vegeta_runs
+                results["open_loop_vegeta"] = vegeta_runs["ours: /predict"]
+            summary = loadgen_open(ours_url, target, DURATION * 2)
             results["open_loop"] = summary
         finally:
             for server in servers.values():
@@ -707,15 +812,20 @@ def report(
         )
     print(f"load average during the run: {results.get('loadavg')}")
     ready = results["ready_s"]
-    cost = results["instrumentation"]["cost"]  # type: ignore[index]
+    instrumentation = results["instrumentation"]
+    cost = instrumentation["cost"]  # type: ignore[index]
+    print(
+        f"instrumentation: {instrumentation['metrics_us']:.2f} µs of CPU per /predict in one "  # type: ignore[index]
+        f"process, {cost:.1%} of the server's {ours.cpu_us_per_request:.0f} µs; two processes "
+        f"(metrics on / off under wrk): {instrumentation['cost_processes']:.1%}"  # type: ignore[index]
+    )
     vegeta = results.get("open_loop_vegeta")
+    vegeta_runs: dict[str, dict[str, float]] = results.get("open_loop_vegeta_runs") or {}  # type: ignore[assignment]
     if isinstance(vegeta, dict):
         open_p99, open_source = float(vegeta["p99"]), "vegeta"
-        print(
-            f"\nopen loop (vegeta): p50 {vegeta['p50']:.2f} ms, p99 {vegeta['p99']:.2f} ms, "
-            f"max {vegeta['max']:.1f} ms at {vegeta['rate']:.0f} req/s, "
-            f"success {vegeta['success']:.1%}"
-        )
+        print("\nopen loop (vegeta, same rate for each):")
+        for label, run in vegeta_runs.items():
+            print(f"  {label:<40} {_open_text(run)}")  # type: ignore[arg-type]
     else:
         open_p99, open_source = open_latency["p99"], "modelops-loadgen"
     checks = [
@@ -749,15 +859,24 @@ def report(
             open_p99,
             open_p99 <= GOALS["open_p99_ms"],
         ),
+        *(
+            (
+                f"open loop p99 <= {GOALS['open_p99_ms']} ms, shielded (SCHED_FIFO)",
+                float(shielded_run["p99"]),
+                float(shielded_run["p99"]) <= GOALS["open_p99_ms"],
+            )
+            for shielded_run in [vegeta_runs.get("ours: /predict, shielded")]
+            if shielded_run is not None
+        ),
         (
             f"/readyz after start <= {GOALS['ready_s']} s (median of 3)",
             statistics.median(ready),
             statistics.median(ready) <= GOALS["ready_s"],
         ),  # type: ignore[arg-type]
         (
-            f"instrumentation cost < {GOALS['instrumentation_cost']:.0%} (CPU/request)",
+            f"instrumentation cost <= {GOALS['instrumentation_cost']:.0%} (CPU/request)",
             cost,
-            cost < GOALS["instrumentation_cost"],
+            cost <= GOALS["instrumentation_cost"],
         ),  # type: ignore[operator]
     ]
     if b is not None:

@@ -25,6 +25,7 @@ there (:class:`Burst`), counted with uvicorn's tasks against MAX_CONCURRENCY.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from http import HTTPStatus
@@ -277,6 +278,20 @@ def guarded_protocol(
     return GuardedHttpToolsProtocol
 
 
+def freeze_heap() -> int:
+    """Collect once, then move every object alive (modules, the model, the app) out of the
+    collector's reach, returning how many were frozen.
+
+    The start-up heap is ~130,000 objects (scikit-learn, numpy, pydantic, grpc) that live as
+    long as the process; a full collection walks all of them, ~70 ms of CPU on a 2-core machine,
+    during which no request is answered. Frozen, they are never walked again: a full collection
+    then costs what the objects made while serving cost.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def uvicorn_config(
     settings: ServerSettings,
     app: ServerApp,
@@ -314,6 +329,7 @@ async def serve(settings: ServerSettings, model: LoadedModel) -> None:
         grpc_server = create_grpc_server(app.plane)
         await grpc_server.start()
         log.info("gRPC listening", extra={"host": settings.host, "port": settings.grpc_port})
+    log.info("start-up heap frozen", extra={"objects": freeze_heap()})
     try:
         await server.serve()
     finally:

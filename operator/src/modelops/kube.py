@@ -45,12 +45,16 @@ from .settings import Settings
 log = logging.getLogger("modelops.kube")
 # Reconcile passes run in RECONCILE_THREADS threads, plus URGENT_THREADS kept for resources
 # whose spec changed (operator.py), so that a new resource does not wait behind resyncs and
-# the echoes of the operator's own writes. Each pass fans its five reads out at once: the
-# observe pool has a thread for every read of every pass in flight. The connection pool holds
-# one connection per thread of all three.
+# the echoes of the operator's own writes. Each pass fans its reads out at once (the resource,
+# four child lists, up to two artifacts by name): the observe pool has a thread for every read
+# of every pass in flight. The connection pool holds one connection per thread of all three.
 RECONCILE_THREADS = 16
-URGENT_THREADS = 8
-FANOUT_THREADS = 5 * (RECONCILE_THREADS + URGENT_THREADS)
+# A new resource's pass holds its thread for five round trips (reads, Job, Service, status,
+# Event): on a loaded API server (~100-250 ms each) 8 threads kept up with ~10 creations/s and
+# a burst queued for seconds.
+URGENT_THREADS = 32
+READS_PER_PASS = 7
+FANOUT_THREADS = READS_PER_PASS * (RECONCILE_THREADS + URGENT_THREADS)
 # Children of one resource as listed: Jobs, ConfigMaps, Deployments, Services.
 ChildLists = list[list[dict[str, Any]]]
 
@@ -121,6 +125,12 @@ class Kube:
         self._fanout = concurrent.futures.ThreadPoolExecutor(
             max_workers=FANOUT_THREADS, thread_name_prefix="observe"
         )
+        # uid → resourceVersion of what this operator's last write of a child returned: the
+        # watch event of that very version is an echo, with nothing a pass has not seen.
+        self._written: dict[str, str] = {}
+        # (namespace, name) → the versions whose artifact ConfigMap the next pass reads by
+        # name, known from the resource's watch event (see read()).
+        self._expected: dict[tuple[str, str], set[str]] = {}
 
     @classmethod
     def connect(cls, settings: Settings, kubeconfig: str | None = None) -> Kube:
@@ -206,7 +216,7 @@ class Kube:
         path = collection_path(manifest["apiVersion"], manifest["kind"], meta["namespace"])
         try:
             with _rejections(manifest["kind"], meta["name"]):
-                self.request("POST", path, body=manifest)
+                self._wrote(self.request("POST", path, body=manifest))
         except ApiError as exc:
             if exc.status != 409:  # created meanwhile (e.g. by the previous leader): fine
                 raise
@@ -222,13 +232,14 @@ class Kube:
             manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
         )
         try:
-            self.request(
+            written = self.request(
                 "PATCH",
                 path,
                 body=manifest,
                 query={"fieldManager": self.settings.field_manager, "force": "true"},
                 content_type="application/apply-patch+yaml",
             )
+            self._wrote(written)
         except ApiError as exc:
             if exc.status != 422:
                 raise
@@ -243,6 +254,28 @@ class Kube:
                 query={"fieldManager": self.settings.field_manager},
                 content_type="application/merge-patch+json",
             )
+
+    def _wrote(self, obj: Mapping[str, Any] | None) -> None:
+        meta = (obj or {}).get("metadata") or {}
+        if meta.get("uid") and meta.get("resourceVersion"):
+            self._written[meta["uid"]] = meta["resourceVersion"]
+
+    def echo(self, body: Mapping[str, Any]) -> bool:
+        """Whether a child's watch event shows just what this operator's own write left: the
+        pass that wrote it knew it already, so the event needs no pass of its own."""
+        meta = body.get("metadata") or {}
+        uid = meta.get("uid")
+        if not uid or self._written.get(uid) != meta.get("resourceVersion"):
+            return False
+        self._written.pop(uid, None)
+        return True
+
+    def expect(self, namespace: str, name: str, cr: Mapping[str, Any]) -> None:
+        """Note, from a watch event, the versions whose artifact the next pass of the
+        resource will look up by name (its spec's and the serving one)."""
+        versions = {(cr.get("spec") or {}).get("modelVersion")}
+        versions.add((cr.get("status") or {}).get("servingVersion"))
+        self._expected[namespace, name] = {str(v) for v in versions if v}
 
     def delete(self, cr: Mapping[str, Any], ref: Ref) -> None:
         path = object_path(ref.api_version, ref.kind, cr["metadata"]["namespace"], ref.name)
@@ -376,7 +409,12 @@ class Kube:
         ]
         return list(self._fanout.map(lambda q: self.list(q[0], q[1], accept=q[2]), queries))
 
-    def observe(self, cr: Mapping[str, Any], lists: ChildLists | None = None) -> Observed:
+    def observe(
+        self,
+        cr: Mapping[str, Any],
+        lists: ChildLists | None = None,
+        fetched: Mapping[str, concurrent.futures.Future[dict[str, Any] | None]] | None = None,
+    ) -> Observed:
         meta = cr["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
 
@@ -420,7 +458,7 @@ class Kube:
         training, serving = self._pods_of_interest(cr, by_version(jobs), server)
         return Observed(
             jobs=by_version(jobs),
-            artifacts=self._artifacts(cr, by_version(configmaps)),
+            artifacts=self._artifacts(cr, by_version(configmaps), fetched or {}),
             server=server,
             training_pods=training,
             server_pods=serving,
@@ -454,32 +492,52 @@ class Kube:
         return tuple(training), tuple(serving)
 
     def _artifacts(
-        self, cr: Mapping[str, Any], listed: dict[str, dict[str, Any]]
+        self,
+        cr: Mapping[str, Any],
+        listed: dict[str, dict[str, Any]],
+        fetched: Mapping[str, concurrent.futures.Future[dict[str, Any] | None]],
     ) -> dict[str, dict[str, Any]]:
         """The listed artifacts, plus whatever holds the name of the artifact of the spec's
         and the serving version without being listed (unlabelled, or not owned): the planner
-        must see such an object to refuse it, not overwrite or mount it blindly."""
-        meta = cr["metadata"]
+        must see such an object to refuse it, not overwrite or mount it blindly. `fetched`:
+        those reads already under way (read())."""
         versions = {cr["spec"]["modelVersion"], (cr.get("status") or {}).get("servingVersion")}
         found = dict(listed)
         for version in sorted(v for v in versions if v and v not in listed):
-            path = object_path(
-                "v1", "ConfigMap", meta["namespace"], render.artifact_name(meta["name"], version)
+            pending = fetched.get(version)
+            existing = (
+                pending.result()
+                if pending is not None
+                else self.get(
+                    self._artifact_path(
+                        cr["metadata"]["namespace"], cr["metadata"]["name"], version
+                    )
+                )
             )
-            existing = self.get(path)
             if existing is not None:
                 found[version] = existing
         return found
+
+    @staticmethod
+    def _artifact_path(namespace: str, name: str, version: str) -> str:
+        return object_path("v1", "ConfigMap", namespace, render.artifact_name(name, version))
 
     def read(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
         # The resource and its children are read at once (children are filtered by the
         # resource's uid afterwards).
         wanted = self._fanout.submit(self.get, object_path(API_VERSION, KIND, namespace, name))
+        # A new resource (or version) has no artifact listed, so its pass looks the name up:
+        # with the version known from the watch event, that read joins this round trip instead
+        # of adding one before the trainer Job is created.
+        fetched = {
+            version: self._fanout.submit(self.get, self._artifact_path(namespace, name, version))
+            for version in sorted(self._expected.pop((namespace, name), ()))
+        }
         lists = self._child_lists(namespace, name)
         cr = wanted.result()
         if cr is None or cr["metadata"].get("deletionTimestamp"):
             return None
-        return cr, self.observe(cr, lists)
+        return cr, self.observe(cr, lists, fetched)
 
     def reconcile(self, namespace: str, name: str) -> Plan | None:
         """One pass for one ModelDeployment; what it did (None: the resource is gone)."""

@@ -20,7 +20,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -30,6 +30,8 @@ from prometheus_client import start_http_server
 from modelops_contract.logs import JsonFormatter
 
 from . import metrics
+from .core.harvest import job_finished
+from .core.state import Plan
 from .kube import RECONCILE_THREADS, URGENT_THREADS, ApiError, Kube
 from .leader import LeaderElection
 from .names import (
@@ -69,8 +71,13 @@ class Queue:
 
     A change of the resource itself is reconciled at once, and in threads of its own
     (``urgent``): a new resource is not queued behind resyncs and follow-ups. Events of children
-    (mostly the echo of the operator's own writes) wait ``CHILD_DELAY`` seconds so that a burst
-    of them becomes one pass.
+    wait ``CHILD_DELAY`` seconds so that a burst of them becomes one pass.
+
+    An event asks for one more pass only when the pass in hand cannot cover it: a pass that is
+    queued (delayed, or waiting for a thread) has not read yet and will see the change; so will
+    a running pass of the resource's generation for an event that changes no spec (kopf's
+    finalizer, a status echo). Only events that arrive after the pass read, and could change
+    its plan, are followed by exactly one more pass.
     """
 
     CHILD_DELAY = 0.5
@@ -85,20 +92,37 @@ class Queue:
         self._failures: dict[tuple[str, str], int] = {}
         self._inflight: set[asyncio.Future[Any]] = set()
         self._closed = False
+        # Keys whose pass has begun reading (added by the pass's thread, removed on the loop).
+        self._reading: set[tuple[str, str]] = set()
+        # The newest generation a queued or running pass was scheduled for.
+        self._generation: dict[tuple[str, str], int] = {}
 
-    def schedule(self, namespace: str, name: str, delay: float = 0.0, urgent: bool = False) -> None:
+    def schedule(
+        self,
+        namespace: str,
+        name: str,
+        delay: float = 0.0,
+        urgent: bool = False,
+        generation: int | None = None,
+    ) -> None:
+        """Ask for a pass of one resource; `generation` is the resource's, for its own events."""
         if self._closed:
             return
         key = (namespace, name)
         if urgent:
             self._urgent.add(key)
-        if key in self._running:
-            self._dirty.add(key)
-            if delay == 0.0 and key in self._wake:
-                self._wake[key].set()  # cut a pending child delay short
+        running = key in self._running
+        if generation is not None:
+            if running and generation <= self._generation.get(key, 0):
+                return  # metadata or status only: the pass for this generation covers it
+            self._generation[key] = generation
+        if not running:
+            self._running[key] = asyncio.get_running_loop().create_task(self._run(key, delay))
             return
-        task = asyncio.get_running_loop().create_task(self._run(key, delay))
-        self._running[key] = task
+        if delay == 0.0 and key in self._wake:
+            self._wake[key].set()  # cut a pending child delay short
+        if key in self._reading:
+            self._dirty.add(key)  # the pass read before this event: one more after it
 
     async def _run(self, key: tuple[str, str], delay: float) -> None:
         try:
@@ -124,6 +148,12 @@ class Queue:
                     return
         finally:
             self._running.pop(key, None)
+            self._generation.pop(key, None)
+
+    def _pass(self, namespace: str, name: str) -> Plan | None:
+        """One pass in a worker thread; from here on, later events need a pass of their own."""
+        self._reading.add((namespace, name))
+        return self.kube.reconcile(namespace, name)
 
     async def _once(self, key: tuple[str, str]) -> float | None:
         """One pass; the delay before a retry when it failed, else None."""
@@ -137,10 +167,13 @@ class Queue:
             loop = asyncio.get_running_loop()
             if self._closed:
                 return None
-            future = loop.run_in_executor(pool, self.kube.reconcile, namespace, name)
+            future = loop.run_in_executor(pool, self._pass, namespace, name)
             self._inflight.add(future)
             future.add_done_callback(self._inflight.discard)
-            result = await future
+            try:
+                result = await future
+            finally:
+                self._reading.discard(key)
         except ApiError as exc:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
             delay = min(MAX_BACKOFF_SECONDS, 2.0 ** min(failures, 6))
@@ -196,6 +229,33 @@ def _owner(labels: Mapping[str, str] | None) -> str | None:
     return labels.get(LABEL_NAME)
 
 
+def matters(plural: str, type: str | None, body: Mapping[str, Any]) -> bool:
+    """Whether a child's event can change a plan. A pass reads of a trainer Job only that it
+    exists and, once finished, its result: the job controller's progress updates of a running
+    Job (start time, active and ready pods) change neither, so they need no pass."""
+    return not (plural == "jobs" and type == "MODIFIED" and job_finished(body) is None)
+
+
+def child_handler(queue: Queue) -> Callable[..., Awaitable[None]]:
+    """The handler of every owned child's events: schedule the owner, unless it is moot."""
+
+    async def child(
+        type: str | None,
+        namespace: str | None,
+        labels: Mapping[str, str],
+        body: Mapping[str, Any],
+        resource: kopf.Resource,
+        **_: Any,
+    ) -> None:
+        owner = _owner(labels)
+        if not owner or not namespace or queue.kube.echo(body):
+            return
+        if matters(resource.plural, type, body):
+            queue.schedule(namespace, owner, delay=Queue.CHILD_DELAY)
+
+    return child
+
+
 def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) -> None:
     """Attach the handlers to ``registry`` (thin: they only schedule reconciles)."""
 
@@ -240,7 +300,8 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         if type == "MODIFIED" and generation == observed:
             # The echo of a status write (or metadata edit): the spec did not change.
             return
-        queue.schedule(namespace, name, urgent=True)
+        queue.kube.expect(namespace, name, body)
+        queue.schedule(namespace, name, urgent=True, generation=generation)
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry)
     async def resync_timer(namespace: str | None, name: str, **_: Any) -> None:
@@ -250,11 +311,7 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         if namespace:
             queue.schedule(namespace, name)
 
-    async def child(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-        owner = _owner(labels)
-        if owner and namespace:
-            queue.schedule(namespace, owner, delay=Queue.CHILD_DELAY)
-
+    child = child_handler(queue)
     selector = {LABEL_MANAGED_BY: MANAGED_BY}
     for group, version, plural in CHILD_WATCHES:
         kopf.on.event(
