@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build (or reuse) the Argo CD the tests run: the multi-call `argocd` binary (application
 # controller, repo server, CLI) from the wrapper module hack/argocd (version pinned in its
-# go.mod/go.sum; argocd/install.sh installs the same release for users), and the kustomize the
-# repo server runs from PATH.
+# go.mod/go.sum; argocd/install.sh installs the same release for users), the kustomize the
+# repo server runs from PATH, and the two helper scripts Argo CD's image puts on PATH (from
+# the same module: the repo server runs git-verify-wrapper.sh on every commit it renders).
 # Output: ${MODELOPS_ARGOCD_CACHE:-~/.cache/modelops/argocd}/<argo-cd version>/, outside the repository.
 # Idempotent: does nothing when that folder already holds the pinned versions.
 # Usage: hack/build-argocd.sh [--print-dir]   (--print-dir: only print the output folder)
@@ -14,7 +15,7 @@ KUSTOMIZE_VERSION="v5.8.0"
 ARGOCD_VERSION="$(awk '$1 == "github.com/argoproj/argo-cd/v3" && $2 ~ /^v/ { print $2; exit }' go.mod)"
 CACHE_ROOT="${MODELOPS_ARGOCD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelops/argocd}"
 OUT="$CACHE_ROOT/$ARGOCD_VERSION"
-BINARIES=(argocd kustomize)
+BINARIES=(argocd kustomize git-verify-wrapper.sh gpg-wrapper.sh)
 
 log() { printf '[build-argocd] %s\n' "$*" >&2; }
 
@@ -71,6 +72,10 @@ build_kustomize() {
     "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION")
 }
 timed "kustomize $KUSTOMIZE_VERSION" build_kustomize
+
+# As Argo CD's Dockerfile copies them next to its binaries.
+module_dir="$(go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)"
+install -m 0755 "$module_dir/hack/git-verify-wrapper.sh" "$module_dir/hack/gpg-wrapper.sh" "$tmp/"
 
 "$tmp/argocd" version --client --short 2>/dev/null | grep -qx "argocd: ${ARGOCD_VERSION}" \
   || { log "argocd: wrong version: $("$tmp/argocd" version --client --short 2>&1 | head -1)"; exit 1; }

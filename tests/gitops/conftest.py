@@ -69,8 +69,9 @@ def bootstrap(plane: ControlPlane, workdir: Path) -> Iterator[GitOps]:
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     argocd = ArgoCD(plane, workdir / "argocd")
+    argocd.install()
+    argocd.apply_shipped(rendered, repo.url, repo.branch)
     with terminate_as_interrupt(), argocd:
-        argocd.apply_shipped(rendered, repo.url, repo.branch)
         yield GitOps(argocd=argocd, repo=repo, plane=plane)
 
 

@@ -12,6 +12,7 @@ The in-cluster destination ``https://kubernetes.default.svc`` is the test cluste
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -111,8 +112,11 @@ class ArgoPorts:
 class ArgoCD:
     """Redis, repo server and application controller for one control plane.
 
-    ``start`` installs the Application/AppProject CRDs and the settings objects the two
-    components read, then starts them; ``stop`` stops them by PID (the objects stay).
+    ``install`` creates what Argo CD's own install.yaml gives a cluster and these two components
+    read (the Application/AppProject CRDs, an empty argocd-cm and argocd-secret); ``start``
+    installs them if that was not done and starts the processes; ``stop`` stops them by PID
+    (the objects stay). Apply argocd-cm's settings before ``start``, as install.sh restarts the
+    controller after changing them.
     """
 
     def __init__(self, plane: ControlPlane, workdir: Path, start_timeout: float = 90.0) -> None:
@@ -123,6 +127,7 @@ class ArgoCD:
         self.components: dict[str, Component] = {}
         self.ports = ArgoPorts(*free_ports(4))
         self.logs_dir = workdir / "logs"
+        self.installed = False
 
     def __enter__(self) -> ArgoCD:
         self.start()
@@ -135,7 +140,8 @@ class ArgoCD:
 
     def start(self) -> None:
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        self._install_objects()
+        if not self.installed:
+            self.install()
         try:
             self._start_redis()
             self._start_repo_server()
@@ -150,25 +156,26 @@ class ArgoCD:
             self.components[name].stop()
         self.components.clear()
 
-    def _install_objects(self) -> None:
+    def install(self) -> None:
         for name in ("argocd-application-crd.yaml", "argocd-appproject-crd.yaml"):
             # Server-side: the Application CRD is too large for client-side apply.
             self.plane.kubectl("apply", "--server-side", "-f", str(crd(name)))
-        self.plane.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/applications.argoproj.io",
-            "crd/appprojects.argoproj.io",
-        )
+        for name in ("applications.argoproj.io", "appprojects.argoproj.io"):
+            path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            established = functools.partial(_established, self.plane, path)
+            wait_until(established, 60, f"CRD {name}", (), 0.2)
         namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-        # argocd-secret: the controller reads settings from it; empty is valid (no SSO, no keys).
-        secret = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "argocd-secret", "namespace": NAMESPACE, "labels": _PART_OF},
-        }
-        self.apply([namespace, secret])
+        # Both are read at start (the controller exits without argocd-cm); empty is valid.
+        settings = [
+            {
+                "apiVersion": "v1",
+                "kind": kind,
+                "metadata": {"name": name, "namespace": NAMESPACE, "labels": _PART_OF},
+            }
+            for kind, name in (("ConfigMap", "argocd-cm"), ("Secret", "argocd-secret"))
+        ]
+        self.apply([namespace, *settings], manager="argocd-install")
+        self.installed = True
 
     def _launch(self, name: str, argv: list[str], env: dict[str, str]) -> Component:
         comp = Component(name, argv, self.logs_dir / f"{name}.log", env=env)
@@ -194,7 +201,8 @@ class ArgoCD:
     def _base_env(self, component: str) -> dict[str, str]:
         tmp = self.workdir / component
         tmp.mkdir(exist_ok=True)
-        kustomize_dir = str(self.binary.parent)  # hack/build-argocd.sh puts kustomize beside it
+        # hack/build-argocd.sh puts kustomize and git-verify-wrapper.sh beside argocd.
+        kustomize_dir = str(self.binary.parent)
         return {
             "PATH": f"{kustomize_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(tmp),
@@ -230,6 +238,9 @@ class ArgoCD:
         # Its metrics server binds every interface (no flag for the address): a free port.
         argv += ["--metrics-port", str(p.controller_metrics), "--loglevel", "info"]
         argv += ["--status-processors", "4", "--operation-processors", "2"]
+        # Write each resource's health into the Application's status.resources (since v3.0 only
+        # redis holds it, for the UI's resource tree), so tests read it from the API server.
+        argv += ["--persist-resource-health"]
         comp = "argocd-application-controller"
         self._launch(comp, argv, self._base_env(comp))
         url = f"http://127.0.0.1:{p.controller_metrics}/healthz"
@@ -237,11 +248,11 @@ class ArgoCD:
 
     # ------------------------------------------------------------------------ objects
 
-    def apply(self, docs: list[dict[str, Any]]) -> None:
+    def apply(self, docs: list[dict[str, Any]], manager: str = "modelops-tests") -> None:
         """Server-side apply of objects (as install.sh applies the shipped ones)."""
         body = "\n".join(json.dumps(d) for d in docs)
         self.plane.kubectl(
-            "apply", "--server-side", "--force-conflicts", "--field-manager=modelops-tests",
+            "apply", "--server-side", "--force-conflicts", f"--field-manager={manager}",
             "-f", "-", input=body,
         )  # fmt: skip
 
@@ -364,9 +375,16 @@ def summary(app: dict[str, Any]) -> str:
     status = app.get("status", {})
     op = status.get("operationState", {})
     conds = "; ".join(f"{c.get('type')}: {c.get('message')}" for c in status.get("conditions", []))
+    resources = "; ".join(
+        f"{r.get('kind')}/{r.get('name')} {r.get('status')} {r.get('health')}"
+        for r in status.get("resources", [])
+        if r.get("status") != "Synced"
+        or (r.get("health") or {}).get("status") not in (None, "Healthy")
+    )
     return (
         f"sync={sync_status(app)} health={health_status(app)} "
-        f"operation={op.get('phase')} {op.get('message', '')!r} conditions=[{conds}]"
+        f"operation={op.get('phase')} {op.get('message', '')!r} conditions=[{conds}] "
+        f"resources not synced or healthy=[{resources}]"
     )
 
 
@@ -374,6 +392,12 @@ def new_workdir(parent: Path) -> Path:
     path = parent / f"argocd-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
     return path
+
+
+def _established(plane: ControlPlane, path: str) -> bool:
+    status, body = plane.request("GET", path)
+    conds = ((body.get("status") or {}).get("conditions") or []) if status == 200 else []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
 
 
 def _tcp_open(port: int) -> bool:

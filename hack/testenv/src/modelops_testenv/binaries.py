@@ -138,9 +138,11 @@ def default_argocd_dir() -> Path:
 
 
 def find_argocd() -> Path:
-    """The ``argocd`` binary built by hack/build-argocd.sh (kustomize lies beside it)."""
+    """The ``argocd`` binary built by hack/build-argocd.sh (with what the repo server runs from
+    ``PATH`` beside it: kustomize, git-verify-wrapper.sh)."""
     d = default_argocd_dir()
-    missing = [d / b for b in ("argocd", "kustomize") if not os.access(d / b, os.X_OK)]
+    wanted = ("argocd", "kustomize", "git-verify-wrapper.sh", "gpg-wrapper.sh")
+    missing = [d / b for b in wanted if not os.access(d / b, os.X_OK)]
     if missing:
         raise BinariesNotFound(
             f"missing: {', '.join(map(str, missing))}. Build them with hack/build-argocd.sh "
