@@ -12,6 +12,7 @@ The in-cluster destination ``https://kubernetes.default.svc`` is the test cluste
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -19,10 +20,12 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .binaries import ARGOCD_VERSION, find_argocd
 from .controlplane import ControlPlane, free_ports
@@ -34,6 +37,11 @@ IN_CLUSTER = "https://kubernetes.default.svc"
 # The placeholders argocd/install.sh fills in (argocd/bootstrap/root.yaml passes them on).
 REPO_URL_PLACEHOLDER = "REPO_URL_PLACEHOLDER"
 REVISION_PLACEHOLDER = "REVISION_PLACEHOLDER"
+# The app of apps (argocd/bootstrap/root.yaml, argocd/apps/) and the folders its Applications
+# read: argocd/, config/, and crds/ (config/crd takes the ModelDeployment CRD from there).
+ROOT_APP, PLATFORM_APP, MODELS_APP = "modelops", "modelops-platform", "modelops-models"
+MODELS_NAMESPACE = "mlops-puj"
+GITOPS_TREES = ("argocd", "config", "crds")
 _PART_OF = {"app.kubernetes.io/part-of": "argocd"}  # the settings informer reads only these
 _GIT_ENV = {
     "GIT_AUTHOR_NAME": "modelops tests",
@@ -304,6 +312,18 @@ class ArgoCD:
             f"{self.components['argocd-application-controller'].log_tail(15)}"
         )
 
+    def forget(self) -> None:
+        """Delete the Applications and AppProjects without touching what they deployed (their
+        finalizers would cascade; call after :meth:`stop`, then remove the resources yourself)."""
+        for kind in ("applications", "appprojects"):
+            listed = self.plane.kubectl("-n", NAMESPACE, "get", kind, "-o", "name", check=False)
+            for ref in listed.stdout.split():
+                self.plane.kubectl(
+                    "-n", NAMESPACE, "patch", ref, "--type=merge",
+                    "-p", '{"metadata": {"finalizers": null}}', check=False,
+                )  # fmt: skip
+                self.plane.kubectl("-n", NAMESPACE, "delete", ref, "--wait=false", check=False)
+
     def version(self) -> str:
         out = subprocess.run(
             [str(self.binary), "version", "--client", "--short"],
@@ -314,6 +334,67 @@ class ArgoCD:
             check=True,
         ).stdout
         return out.strip()
+
+
+@dataclass
+class GitOps:
+    """Argo CD, the Git repository it follows, and the cluster it syncs into."""
+
+    argocd: ArgoCD
+    repo: GitRepo
+    plane: ControlPlane
+
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return self.plane.kubectl(*args, input=input).stdout
+
+    def get(self, path: str) -> dict[str, Any]:
+        """An object as the API server holds it ({} if absent)."""
+        status, body = self.plane.request("GET", path)
+        return body if status == 200 and isinstance(body, dict) else {}
+
+    def model(self, name: str, namespace: str = MODELS_NAMESPACE) -> dict[str, Any]:
+        return self.get(
+            f"/apis/modelops.dev/v1alpha1/namespaces/{namespace}/modeldeployments/{name}"
+        )
+
+    def edit_yaml(self, rel: str, change: Callable[[Any], None]) -> None:
+        """Load a YAML file of the clone, let ``change`` mutate it in place, write it back."""
+        path = self.repo.checkout / rel
+        doc = yaml.safe_load(path.read_text())
+        change(doc)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    def push(self, message: str | None = None) -> str:
+        """Commit the clone's changes (none: push what is committed already) and push; tell
+        Argo CD (as a webhook would). The pushed commit's SHA."""
+        sha = self.repo.commit_all(message) if message else self.repo.push()
+        self.argocd.refresh(ROOT_APP, PLATFORM_APP, MODELS_APP)
+        return sha
+
+
+@contextlib.contextmanager
+def gitops(
+    plane: ControlPlane,
+    workdir: Path,
+    source: Path,
+    prepare: Callable[[GitRepo], None] | None = None,
+) -> Iterator[GitOps]:
+    """Seed a repository with the GitOps trees of ``source`` (a clone of this project), let
+    ``prepare`` commit to it, install Argo CD, apply what argocd/install.sh applies (argocd/
+    rendered, the repository filled in), start Argo CD; stop it afterwards."""
+    repo = GitRepo(workdir)
+    repo.seed(source, GITOPS_TREES)
+    if prepare is not None:
+        prepare(repo)
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(repo.checkout / "argocd")],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    argocd = ArgoCD(plane, workdir / "argocd")
+    argocd.install()
+    argocd.apply_shipped(rendered, repo.url, repo.branch)
+    with argocd:
+        yield GitOps(argocd=argocd, repo=repo, plane=plane)
 
 
 class HealthCheckFailed(RuntimeError):
@@ -424,7 +505,9 @@ __all__ = [
     "IN_CLUSTER",
     "NAMESPACE",
     "ArgoCD",
+    "GitOps",
     "GitRepo",
     "HealthCheckFailed",
     "evaluate_health",
+    "gitops",
 ]
