@@ -97,9 +97,10 @@ class Loop:
     def serving(self, version: str, timeout: float = SERVE_TIMEOUT) -> dict[str, Any]:
         return self.product.serving(MODELS_NAMESPACE, MODEL, version, 2, timeout)
 
-    def predict_ok(self) -> None:
-        status, body = self.product.predict(MODELS_NAMESPACE, {"instances": [SETOSA]})
-        assert status == 200, body
+    def predicts_with(self, version: str) -> None:
+        """A prediction through the model's Service (from a pod) answers with ``version``."""
+        status, body = self.product.predict(MODELS_NAMESPACE, SETOSA)
+        assert (status, body.get("species"), body.get("model_version")) == (200, "setosa", version)
 
     def release(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The release script the workflow runs, on the test repository's clone."""
@@ -199,7 +200,7 @@ def test_bootstrap_syncs_platform_and_models_and_serves(loop: Loop) -> None:
     dep = loop.product.kubectl.json("get", "deployment", OPERATOR, "-n", SYSTEM_NAMESPACE)
     tracking = dep["metadata"]["annotations"].get("argocd.argoproj.io/tracking-id", "")
     assert tracking.startswith(f"{PLATFORM_APP}:apps/Deployment:"), tracking
-    loop.predict_ok()
+    loop.predicts_with("v1")
 
 
 def test_a_release_commit_rolls_out_the_new_version(loop: Loop, tmp_path: Path) -> None:
@@ -227,7 +228,7 @@ def test_a_release_commit_rolls_out_the_new_version(loop: Loop, tmp_path: Path) 
     md = loop.serving("v2", timeout=30)
     FIGURES["release push to Serving v2"] = time.monotonic() - pushed
     assert md["status"]["accuracy"] == pytest.approx(json.loads(result.read_text())["accuracy"])
-    loop.predict_ok()
+    loop.predicts_with("v2")
 
 
 def test_a_model_below_the_gate_is_refused_and_a_bad_commit_degrades(
@@ -255,7 +256,7 @@ def test_a_model_below_the_gate_is_refused_and_a_bad_commit_degrades(
     message = resource_health(app, "ModelDeployment", MODEL)["message"]
     assert message.startswith("Version v3 not served: "), message
     assert md["status"]["gate"]["message"] in message and "serving v2" in message, message
-    loop.predict_ok()  # the old version keeps serving
+    loop.predicts_with("v2")  # the old version keeps serving
     # Put Git back: revert the hand-made commit; v2 is Healthy again.
     repo.git("revert", "--no-edit", "HEAD")
     sha = loop.run.push()
@@ -318,4 +319,4 @@ def test_git_revert_of_the_release_serves_the_previous_version_without_retrainin
     FIGURES["rollback push to Serving v1"] = time.monotonic() - pushed
     assert loop.run.model(MODEL)["spec"]["modelVersion"] == "v1"
     assert loop.jobs() <= jobs, "the rollback trained again instead of reusing v1's artifact"
-    loop.predict_ok()
+    loop.predicts_with("v1")
