@@ -86,20 +86,32 @@ def loadgen_counts(product: Product, namespace: str, name: str) -> dict[str, flo
     for line in text.splitlines():
         if m := re.match(r'loadgen_requests_total\{code="[^"]*",outcome="([a-z_]+)"\} (\S+)', line):
             counts[m.group(1)] = counts.get(m.group(1), 0.0) + float(m.group(2))
-        elif m := re.match(r"loadgen_target_rate (\S+)", line):
-            counts["target_rate"] = float(m.group(1))
+        elif m := re.match(r"loadgen_(target|achieved)_rate (\S+)", line):
+            counts[f"{m.group(1)}_rate"] = float(m.group(2))
     counts["pod"] = float(hash(pod_name))  # the same pod before and after: counters comparable
     return counts
 
 
 def failed(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Requests that did not succeed between two readings, by outcome."""
-    skip = {"ok", "pod", "target_rate"}
+    skip = {"ok", "pod", "target_rate", "achieved_rate"}
     return {
         k: after[k] - before.get(k, 0.0)
         for k in after
         if k not in skip and after[k] - before.get(k, 0.0) > 0
     }
+
+
+def no_failures(
+    product: Product, ns: str, before: dict[str, float], after: dict[str, float]
+) -> None:
+    """No request failed between the two readings (else: the generator's own error log)."""
+    lost = failed(before, after)
+    if lost:
+        logs = product.kubectl.run(
+            "logs", "-n", ns, "-l", "app.kubernetes.io/component=loadgen", "--tail=20"
+        )
+        raise AssertionError(f"requests failed: {lost}\nload generator log:\n{logs.stdout}")
 
 
 def run_parallel(**scenarios: Callable[[], None]) -> None:
@@ -218,7 +230,8 @@ def sample_lifecycle(product: Product, ns: str) -> None:
     check_columns(product, ns, summary["accuracy"])
     status, body = product.predict(ns, SETOSA)
     assert (status, body["species"], body["model_version"]) == (200, "setosa", "v1"), body
-    # The load generator sends at loadRate to the Service (its own counters).
+    # The load generator sends at loadRate to the Service (its own counters); it starts once
+    # a version serves, so not one of its requests fails.
     wait(
         lambda: loadgen_counts(product, ns, "iris").get("ok", 0) >= 3,
         60,
@@ -226,7 +239,7 @@ def sample_lifecycle(product: Product, ns: str) -> None:
     )
     counts = loadgen_counts(product, ns, "iris")
     assert counts["target_rate"] == 1.0
-    assert not failed({}, counts), counts
+    no_failures(product, ns, {}, counts)
 
     # kubectl scale (the scale subresource) → a third server, scraped like the others.
     product.kubectl("scale", "md", "iris", "-n", ns, "--replicas=3")
@@ -260,7 +273,159 @@ def sample_lifecycle(product: Product, ns: str) -> None:
     wait(lambda: not children(product, ns), 120, "every child of iris gone")
 
 
-def test_the_sample_trains_serves_scales_and_goes(deployed_product: Product) -> None:
-    ns = deployed_product.create_namespace("sample")
-    sample_lifecycle(deployed_product, ns)
-    print(f"\nfigures: {json.dumps(FIGURES, indent=1)}")
+# Rollouts under load: a rejected version never serves; a good one and replica changes lose
+# no request -----------------------------------------------------------------------------------
+
+KNN = {"algorithm": "knn", "hyperparameters": {"n_neighbors": 5, "max_depth": None}}
+# Accuracy 0.67 on the sample's split: below minAccuracy and worse than the serving 0.97.
+STUMP = {"algorithm": "decision_tree", "hyperparameters": {"n_neighbors": None, "max_depth": 1}}
+SERVER = "app.kubernetes.io/component=server"
+
+
+def server_pods(product: Product, ns: str, name: str, version: str | None = None) -> list[Any]:
+    selector = f"modelops.dev/name={name},{SERVER}"
+    if version:
+        selector += f",modelops.dev/version={version}"
+    return items(product, ns, "pods", selector)
+
+
+def history_entry(md: dict[str, Any], version: str) -> dict[str, Any]:
+    entry: dict[str, Any] = next(h for h in md["status"]["history"] if h["version"] == version)
+    return entry
+
+
+def seconds_between(start: str, end: str) -> float:
+    parse = lambda t: time.mktime(time.strptime(t[:19], "%Y-%m-%dT%H:%M:%S"))  # noqa: E731
+    return parse(end) - parse(start)
+
+
+def settle_scale(product: Product, ns: str, replicas: int) -> None:
+    """``kubectl scale md`` and wait until exactly ``replicas`` server pods exist (the others
+    terminated, not only unready)."""
+    product.kubectl("scale", "md", "iris", "-n", ns, f"--replicas={replicas}")
+    product.serving(ns, "iris", "v3", replicas, SERVE_TIMEOUT)
+    wait(
+        lambda: len(server_pods(product, ns, "iris")) == replicas,
+        120,
+        f"{replicas} server pods left",
+    )
+
+
+def rollouts_under_load(product: Product, ns: str) -> None:
+    apply(product, ns, sample(replicas=2, loadRate=20))
+    product.serving(ns, "iris", "v1", 2, SERVE_TIMEOUT)
+    wait(lambda: loadgen_counts(product, ns, "iris").get("ok", 0) >= 20, 60, "load flowing")
+    before = loadgen_counts(product, ns, "iris")
+    assert before["target_rate"] == 20.0
+    no_failures(product, ns, {}, before)  # not one since it started
+
+    # A version below minAccuracy (and worse than what serves) is rejected and never serves.
+    patch_md(product, ns, "iris", {"modelVersion": "v2", "training": STUMP})
+    md = product.wait_md(
+        ns, "iris",
+        lambda md: (md.get("status") or {}).get("gate", {}).get("result") == "Rejected"
+        and md["status"].get("candidateVersion") == "v2",
+        SERVE_TIMEOUT, "v2 rejected",
+    )  # fmt: skip
+    status = md["status"]
+    assert (status["phase"], status["servingVersion"]) == ("Degraded", "v1"), status
+    assert history_entry(md, "v2")["reason"] == "AccuracyBelowMinimum"
+    assert not server_pods(product, ns, "iris", "v2")
+    assert not items(product, ns, "replicasets", f"{SERVER},modelops.dev/version=v2")
+    status_code, body = product.predict(ns, SETOSA)
+    assert (status_code, body["model_version"]) == (200, "v1"), body
+
+    # A good version rolls out while the load generator sends 20 req/s: no request fails.
+    started = time.monotonic()
+    patch_md(product, ns, "iris", {"modelVersion": "v3", "training": KNN})
+    md = product.serving(ns, "iris", "v3", 2, SERVE_TIMEOUT)
+    FIGURES["rollout: modelVersion changed → Serving, training included (s)"] = (
+        time.monotonic() - started
+    )
+    entry = history_entry(md, "v3")
+    FIGURES["rollout: gate accepted → Serving (s, status times)"] = seconds_between(
+        entry["time"], entry["servedAt"]
+    )
+    wait(lambda: not server_pods(product, ns, "iris", "v1"), 120, "v1's pods gone")
+    time.sleep(2)  # answers to requests sent before the last v1 pod went
+    after = loadgen_counts(product, ns, "iris")
+    assert after["pod"] == before["pod"], "the load generator was not restarted"
+    FIGURES["rollout v1 → v3: requests answered"] = after["ok"] - before["ok"]
+    FIGURES["rollout v1 → v3: requests failed"] = sum(failed(before, after).values())
+    no_failures(product, ns, before, after)
+    # It kept its rate meanwhile (over its last 10 s; generous for two busy cores).
+    assert after["achieved_rate"] >= 10, after
+    status_code, body = product.predict(ns, SETOSA)
+    assert (status_code, body["model_version"]) == (200, "v3"), body
+
+    # Replica changes under the same load: no request fails either.
+    before = after
+    settle_scale(product, ns, 3)
+    settle_scale(product, ns, 1)
+    time.sleep(2)
+    after = loadgen_counts(product, ns, "iris")
+    FIGURES["scale 2 → 3 → 1: requests answered"] = after["ok"] - before["ok"]
+    FIGURES["scale 2 → 3 → 1: requests failed"] = sum(failed(before, after).values())
+    no_failures(product, ns, before, after)
+
+
+# Both artifact paths; a model too big for the artifact store ----------------------------------
+
+
+def artifact_paths(product: Product, ns: str) -> None:
+    """A random forest does not fit the 4 KiB termination message: the operator reads the
+    artifact from the trainer pod's log. One too big for a ConfigMap ends with a condition."""
+    forest = {"algorithm": "random_forest", "hyperparameters": {}}
+    apply(product, ns, sample("forest", replicas=1, loadRate=0, training=forest))
+    product.serving(ns, "forest", "v1", 1, SERVE_TIMEOUT)
+    (pod,) = items(product, ns, "pods", "batch.kubernetes.io/job-name=forest-train-v1")
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    summary = json.loads(terminated["message"])
+    assert summary["status"] == "Succeeded" and "artifactBundle" not in summary
+    cm = product.kubectl.json("get", "configmap", "forest-model-v1", "-n", ns)
+    model = next(iter(cm["binaryData"].values()))
+    assert len(model) * 3 // 4 > 4096, "the model itself is bigger than a termination message"
+    assert cm["metadata"]["annotations"]["modelops.dev/model-sha256"] == summary["modelSha256"]
+    status_code, body = product.predict(ns, SETOSA, service="forest")
+    assert (status_code, body["species"]) == (200, "setosa"), body
+
+    # 1600 trees: about 1.3 MB, more than a ConfigMap holds.
+    huge = {"algorithm": "random_forest", "hyperparameters": {"n_estimators": 1600}}
+    patch_md(product, ns, "forest", {"modelVersion": "v2", "training": huge})
+    md = product.wait_md(
+        ns, "forest",
+        lambda md: any(h["version"] == "v2" for h in (md.get("status") or {}).get("history", [])),
+        SERVE_TIMEOUT, "v2's outcome",
+    )  # fmt: skip
+    entry = history_entry(md, "v2")
+    assert (entry["outcome"], entry["reason"]) == ("Failed", "ArtifactTooLarge"), entry
+    assert "ConfigMap" in entry["message"] and "n_estimators" in entry["message"], entry
+    conditions = {c["type"]: c for c in md["status"]["conditions"]}
+    assert conditions["Degraded"]["status"] == "True"
+    assert "ArtifactTooLarge" in conditions["Degraded"]["reason"] + conditions["Trained"]["reason"]
+    assert (md["status"]["phase"], md["status"]["servingVersion"]) == ("Degraded", "v1")
+    # No retry loop: the Job is not made again, the status stands still, one Warning.
+    job_uid = product.kubectl.json("get", "job", "forest-train-v2", "-n", ns)["metadata"]["uid"]
+    version = md["metadata"]["resourceVersion"]
+    time.sleep(8)
+    assert product.md(ns, "forest")["metadata"]["resourceVersion"] == version
+    again = product.kubectl.json("get", "job", "forest-train-v2", "-n", ns)
+    assert again["metadata"]["uid"] == job_uid
+    assert product.kubectl.run("get", "configmap", "forest-model-v2", "-n", ns).returncode != 0
+    events = product.kubectl.json(
+        "get", "events", "-n", ns, "--field-selector", "type=Warning,involvedObject.name=forest"
+    )["items"]
+    assert len([e for e in events if "v2" in e["message"]]) == 1, events
+
+
+def test_the_lifecycle_on_a_real_cluster(deployed_product: Product) -> None:
+    product = deployed_product
+    namespaces = {
+        name: product.create_namespace(name) for name in ("sample", "rollout", "artifacts")
+    }
+    run_parallel(
+        sample=lambda: sample_lifecycle(product, namespaces["sample"]),
+        rollout=lambda: rollouts_under_load(product, namespaces["rollout"]),
+        artifacts=lambda: artifact_paths(product, namespaces["artifacts"]),
+    )
+    print(f"\nfigures ({product.cluster}): {json.dumps(FIGURES, indent=1, ensure_ascii=False)}")

@@ -19,6 +19,7 @@ that sends predictions through a Service as any other pod would.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -221,7 +222,7 @@ class Product:
         self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(first))
         for crd in (d for d in first if d["kind"] == "CustomResourceDefinition"):
             name = crd["metadata"]["name"]
-            self.kubectl("wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+            wait(functools.partial(self._established, name), 60, f"CRD {name} established", 0.2)
         self.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump_all(rest))
         self.timings["apply"] = time.monotonic() - started
         for name, deployment in (("operator", OPERATOR), ("prometheus", PROMETHEUS)):
@@ -234,6 +235,11 @@ class Product:
             except KubectlError as exc:
                 raise RuntimeError(f"{exc}\n{self.diagnostics(SYSTEM_NAMESPACE)}") from None
             self.timings[name] = time.monotonic() - started
+
+    def _established(self, crd: str) -> bool:
+        # (Polled: `kubectl wait` fails on a CRD that has no conditions yet.)
+        jsonpath = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
+        return self.kubectl("get", "crd", crd, "-o", jsonpath) == "True"
 
     def teardown(self) -> None:
         """ModelDeployments first (the operator removes its finalizer), then the test
