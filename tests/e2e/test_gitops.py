@@ -53,6 +53,7 @@ from modelops_testenv.product import (
     OPERATOR,
     SYSTEM_NAMESPACE,
     ClusterKubectl,
+    ExistingCluster,
     Product,
     overlay_kustomization,
     render_overlay,
@@ -150,6 +151,12 @@ def _test_platform(names: dict[str, str]) -> Callable[[GitRepo], None]:
 def loop(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Loop]:
+    if ExistingCluster.from_env() is not None:
+        raise RuntimeError(
+            "test_gitops.py runs Argo CD against the real node only (make test, root), not on "
+            "the cluster MODELOPS_E2E_KUBECONFIG names: deselect it there "
+            "(--ignore=tests/e2e/test_gitops.py, as CI does)"
+        )
     node = request.getfixturevalue("_real_node_session").get()
     kubectl = ClusterKubectl(node.kubeconfig)
     if kubectl.run("get", "deployment", OPERATOR, "-n", SYSTEM_NAMESPACE).returncode == 0:
