@@ -184,6 +184,11 @@ def loop(
                 run.argocd.forget()
     finally:
         product.teardown()
+        # Gone, not only deleting: deployed_product may apply the same CRD and namespaces next.
+        gone = [f"{d['kind'].lower()}/{d['metadata']['name']}" for d in product.manifests
+                if d["kind"] in ("CustomResourceDefinition", "Namespace")]  # fmt: skip
+        gone += [f"namespace/{MODELS_NAMESPACE}", f"namespace/{SYSTEM_NAMESPACE}"]
+        kubectl.run("wait", "--for=delete", *sorted(set(gone)), "--timeout=180s", timeout=210)
         kubectl.run("taint", "node", "--all", _TAINT, "--overwrite")
         if FIGURES:
             rounded = {k: round(v, 1) for k, v in FIGURES.items()}
