@@ -26,8 +26,9 @@ $(STAMP): uv.lock pyproject.toml hack/bootstrap.sh hack/apt-packages.txt $(wildc
 
 install: $(STAMP) ## Install what the project runs with (venv, packages, Debian tools); idempotent.
 
-test-tools: install ## Build (or reuse from ~/.cache/modelops) test binaries: control plane, real node, promtool, images; the KServe SDK venv.
+test-tools: install ## Build (or reuse from ~/.cache/modelops) test binaries: control plane, real node, Argo CD, promtool, images; the KServe SDK venv.
 	@hack/build-k8s.sh
+	@hack/build-argocd.sh
 	@hack/build-node.sh
 	@hack/build-promtool.sh
 	@hack/build-images.sh

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 # The release whose CRDs tests/delivery validates our Applications against
 # (see hack/testenv/src/modelops_testenv/data/third_party/README.md); bump both together.
-ARGOCD_VERSION="v3.5.1"
+ARGOCD_VERSION="v3.5.3"
 ARGOCD_MANIFEST="https://raw.githubusercontent.com/argoproj/argo-cd/${ARGOCD_VERSION}/manifests/install.yaml"
 NAMESPACE="argocd"
 NODEPORT=30080

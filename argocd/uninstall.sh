@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ARGOCD_VERSION="v3.5.1"  # keep equal to install.sh
+ARGOCD_VERSION="v3.5.3"  # keep equal to install.sh
 ARGOCD_MANIFEST="https://raw.githubusercontent.com/argoproj/argo-cd/${ARGOCD_VERSION}/manifests/install.yaml"
 NAMESPACE="argocd"
 STATE_DIR="${XDG_STATE_HOME:-$HOME/.local/state}/modelops"

@@ -1,11 +1,17 @@
 """The Argo CD health check for ModelDeployment, tested the way Argo CD tests its own checks.
 
+Every case runs twice: through Argo CD itself (the ``argocd`` binary built by
+hack/build-argocd.sh evaluates the shipped argocd-cm, on the controller's code path; the
+integration tier) and through the fast lupa harness below, and a test checks that the two agree
+on every case and on every harness rule, so the harness can be trusted while editing health.lua.
+
 Argo CD keeps each check as ``resource_customizations/<group>/<Kind>/health.lua`` beside a
 ``health_test.yaml`` (``tests: [{inputPath, healthStatus: {status, message}}]``) and
 ``testdata/*.yaml``; ``util/lua/health_test.go`` runs every case. Here lupa's Lua 5.1 plays
 gopher-lua, set up like Argo CD's ``util/lua/lua.go`` sets it up for a check configured in
 argocd-cm (``useOpenLibs`` unset): only the base, table and a "safe" os library (time, date)
-are open, ``require`` finds only that os, the script gets ``obj`` and one second. A script
+are open, ``require`` finds only that os (there is no global ``os`` in Argo CD), the script
+gets ``obj`` and one second. A script
 that leans on string/math (open in a plain Lua, closed in production) fails here as it would
 in the cluster.
 """
@@ -20,6 +26,8 @@ from typing import Any
 import lupa.lua51 as lua51
 import pytest
 import yaml
+
+from modelops_testenv.argocd import HealthCheckFailed, evaluate_health
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK_DIR = ROOT / "argocd" / "health" / "modelops.dev" / "ModelDeployment"
@@ -74,7 +82,8 @@ return function(script, obj, seconds)
   for k, v in pairs(table) do tbl[k] = v end
   env.table = tbl
   local safe_os = {time = os.time, date = os.date}  -- Argo CD's oslib_safe.go
-  env.os = safe_os
+  -- No global `os`: Argo CD's OpenSafeOs registers its functions under lua.TabLibName, which
+  -- leaves `os` unset (checked against argocd); only require("os") gives the safe os.
   env.require = function(name)
     if name == "os" then return safe_os end
     error("module " .. tostring(name) .. " not found (Argo CD preloads only os)", 2)
@@ -183,17 +192,36 @@ def test_every_status_the_issue_names_is_covered():
 # The harness itself: it must refuse what production Argo CD refuses.
 
 
+CLOSED_SNIPPETS = [
+    'return {status = string.format("%s", "Healthy")}',
+    "return {status = math.floor(1.5) and 'Healthy'}",
+    'return {status = ("Healthy"):sub(1)}',
+    "local s = coroutine.create(function() end) return {status = 'Healthy'}",
+    "local io = require('io') return {status = 'Healthy'}",
+    "return {status = os.time() and 'Healthy'}",
+]
+OPEN_SNIPPET = """
+  local os2 = require("os")
+  local t = {}
+  table.insert(t, "a")
+  table.insert(t, tostring(obj.metadata.generation))
+  assert(type(os2.time()) == "number" and os2.exit == nil and os == nil)
+  return {status = "Healthy", message = table.concat(t, "-") .. select("#", 1, 2)}
+"""
+
+
 @pytest.mark.parametrize(
     "snippet",
-    [
-        'return {status = string.format("%s", "Healthy")}',
-        "return {status = math.floor(1.5) and 'Healthy'}",
-        'return {status = ("Healthy"):sub(1)}',
-        "local s = coroutine.create(function() end) return {status = 'Healthy'}",
-        "local io = require('io') return {status = 'Healthy'}",
-        "return {status = 'Healthy', message = tostring(0.5)}",
+    [*CLOSED_SNIPPETS, "return {status = 'Healthy', message = tostring(0.5)}"],
+    ids=[
+        "string",
+        "math",
+        "string-method",
+        "coroutine",
+        "require-io",
+        "global-os",
+        "tostring-fraction",
     ],
-    ids=["string", "math", "string-method", "coroutine", "require-io", "tostring-fraction"],
 )
 def test_harness_closes_what_argocd_closes(snippet: str):
     with pytest.raises(LuaCheckError):
@@ -201,15 +229,7 @@ def test_harness_closes_what_argocd_closes(snippet: str):
 
 
 def test_harness_opens_what_argocd_opens():
-    snippet = """
-      local os2 = require("os")
-      local t = {}
-      table.insert(t, "a")
-      table.insert(t, tostring(obj.metadata.generation))
-      assert(type(os.time()) == "number" and os2.time ~= nil and os.exit == nil)
-      return {status = "Healthy", message = table.concat(t, "-") .. select("#", 1, 2)}
-    """
-    got = run_health(snippet, {"metadata": {"generation": 3}})
+    got = run_health(OPEN_SNIPPET, {"metadata": {"generation": 3}})
     assert got == {"status": "Healthy", "message": "a-32"}
 
 
@@ -243,3 +263,87 @@ def test_argocd_cm_patch_carries_this_exact_script(script: str):
     assert len(cms) == 1
     assert cms[0]["data"][CM_KEY] == script
     assert cms[0]["metadata"]["namespace"] == "argocd"
+
+
+# Through Argo CD's own evaluator.
+
+
+@pytest.fixture(scope="module")
+def shipped_argocd_cm() -> dict[str, Any]:
+    """argocd-cm exactly as argocd/install.sh applies it (kustomize of argocd/)."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "argocd")],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    return next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "argocd-cm"
+    )
+
+
+def _argocd(cm: dict[str, Any], obj: dict[str, Any], tmp_path: Path) -> dict[str, str]:
+    return evaluate_health(cm, obj, tmp_path / "argocd-health")
+
+
+def _with_script(cm: dict[str, Any], script: str) -> dict[str, Any]:
+    return {**cm, "data": {**cm["data"], CM_KEY: script}}
+
+
+@pytest.mark.integration
+def test_argocd_evaluates_every_case_as_expected_and_as_lupa_does(
+    shipped_argocd_cm: dict[str, Any], script: str, tmp_path: Path
+):
+    """One test for all cases: each argocd run is a process start (~0.3 s)."""
+    mismatches = []
+    for param in load_cases():
+        input_path, expected = param.values
+        obj = yaml.safe_load((CHECK_DIR / input_path).read_text())
+        want = {"status": expected["status"], "message": expected.get("message", "")}
+        got = _argocd(shipped_argocd_cm, obj, tmp_path)
+        lupa = run_health(script, obj)
+        if got != want or lupa != got:
+            mismatches.append(f"{input_path}: argocd {got}, lupa {lupa}, expected {want}")
+    assert not mismatches, "\n".join(mismatches)
+
+
+@pytest.mark.integration
+def test_argocd_reports_pending_deletion_before_the_script(
+    shipped_argocd_cm: dict[str, Any], tmp_path: Path
+):
+    """gitops-engine answers for an object being deleted without running health.lua."""
+    obj = yaml.safe_load((CHECK_DIR / "testdata" / "serving.yaml").read_text())
+    obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert _argocd(shipped_argocd_cm, obj, tmp_path) == {
+        "status": "Progressing",
+        "message": "Pending deletion",
+    }
+
+
+@pytest.mark.integration
+def test_argocd_refuses_what_the_harness_refuses(shipped_argocd_cm: dict[str, Any], tmp_path: Path):
+    """The harness's closed libraries and time limit are Argo CD's: its snippets fail there too.
+
+    (Its tostring-of-a-fraction rule is stricter than Argo CD on purpose: gopher-lua formats
+    fractions unlike C Lua, so the harness could not predict the message.)"""
+    snippets = [*CLOSED_SNIPPETS, "while true do end", "return 'Healthy'"]
+    accepted = []
+    for snippet in snippets:
+        try:
+            got = _argocd(_with_script(shipped_argocd_cm, snippet), {"kind": "X"}, tmp_path)
+        except HealthCheckFailed:
+            continue
+        accepted.append(f"{snippet!r} -> {got}")
+    assert not accepted, "Argo CD ran what the lupa harness refuses:\n" + "\n".join(accepted)
+
+
+@pytest.mark.integration
+def test_argocd_opens_what_the_harness_opens(shipped_argocd_cm: dict[str, Any], tmp_path: Path):
+    cm = _with_script(shipped_argocd_cm, OPEN_SNIPPET)
+    obj = {"apiVersion": "modelops.dev/v1alpha1", "kind": "ModelDeployment"}
+    obj["metadata"] = {"name": "x", "generation": 3}
+    assert _argocd(cm, obj, tmp_path) == run_health(OPEN_SNIPPET, obj)
+    invalid = _with_script(shipped_argocd_cm, "return {status = 'Fine'}")
+    assert _argocd(invalid, obj, tmp_path) == run_health("return {status = 'Fine'}", obj)

@@ -1,4 +1,5 @@
-"""Where the binaries built by ``hack/build-k8s.sh`` and ``hack/build-node.sh`` live."""
+"""Where the binaries built by ``hack/build-k8s.sh``, ``hack/build-node.sh`` and
+``hack/build-argocd.sh`` live."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from pathlib import Path
 K8S_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.8"
 KWOK_VERSION = "v0.8.0"
+# Must match hack/argocd/go.mod and argocd/install.sh (a test checks both).
+ARGOCD_VERSION = "v3.5.3"
 
 BIN_DIR_ENV = "MODELOPS_K8S_BIN_DIR"
 CACHE_ENV = "MODELOPS_K8S_CACHE"
 NODE_CACHE_ENV = "MODELOPS_NODE_CACHE"
 KUBECTL_ENV = "MODELOPS_KUBECTL"
+ARGOCD_CACHE_ENV = "MODELOPS_ARGOCD_CACHE"
 # The real node's CNI plugins (hack/build-node.sh copies them from Debian's package).
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 
@@ -124,3 +128,24 @@ def find_node_binaries(bin_dir: Path | None = None, node_dir: Path | None = None
             "(hack/build-k8s.sh and hack/build-node.sh)."
         )
     return bins
+
+
+def default_argocd_dir() -> Path:
+    """``$MODELOPS_ARGOCD_CACHE/<ARGOCD_VERSION>`` (default cache: ``<cache>/argocd``)."""
+    cache = os.environ.get(ARGOCD_CACHE_ENV)
+    root = Path(cache) if cache else _cache_root() / "argocd"
+    return root / ARGOCD_VERSION
+
+
+def find_argocd() -> Path:
+    """The ``argocd`` binary built by hack/build-argocd.sh (with what the repo server runs from
+    ``PATH`` beside it: kustomize, git-verify-wrapper.sh)."""
+    d = default_argocd_dir()
+    wanted = ("argocd", "kustomize", "git-verify-wrapper.sh", "gpg-wrapper.sh")
+    missing = [d / b for b in wanted if not os.access(d / b, os.X_OK)]
+    if missing:
+        raise BinariesNotFound(
+            f"missing: {', '.join(map(str, missing))}. Build them with hack/build-argocd.sh "
+            "(`make test-tools` does)."
+        )
+    return d / "argocd"
