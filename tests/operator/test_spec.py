@@ -52,7 +52,7 @@ def test_defaults_fill_nested_objects():
     assert spec["gate"] == {"regressionTolerance": 0, "significantImprovement": 0.005}
     assert spec["serving"]["port"] == 8000
     assert spec["serving"]["batching"] == {"maxBatchSize": 1024}
-    assert spec["loadGenerator"] == {"payload": "uniform", "endpoint": "predict"}
+    assert spec["loadGenerator"] == {"payload": "iris", "endpoint": "predict"}
     assert spec["monitoring"] == {"scrapeInterval": "15s"}
 
 
