@@ -73,7 +73,8 @@ def test_plan_runs_every_phase_in_order():
     assert [p.__name__ for p in PHASES] == [
         "trust_artifacts", "check_policy", "announce_block",
         "recover_serving", "store_results", "run_gate", "start_training", "choose_target",
-        "converge_children", "advance_serving", "prune", "write_status",
+        "plan_rollout", "converge_children", "converge_candidate", "advance_serving", "prune",
+        "write_status",
     ]  # fmt: skip
     assert plan(cr(), Observed(), {}, SETTINGS, NOW).status["phase"] == names.TRAINING
 

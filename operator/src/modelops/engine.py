@@ -1,4 +1,4 @@
-"""One reconcile pass, written once: observe → harvest → plan → write → status → events.
+"""One reconcile pass, written once: observe → harvest → analyse → plan → write → status → events.
 
 A :class:`Driver` is where the pass reads and writes: the cluster (:class:`modelops.kube.Kube`:
 API reads and writes, Events) or local mode (:class:`modelops.local.driver.LocalDriver`:
@@ -15,6 +15,7 @@ from modelops_contract.clock import now_rfc3339
 
 from .core.harvest import Failed, NeedsLog, Succeeded, read_outcome
 from .core.plan import harvest_needed, plan
+from .core.rollout import AnalysisRequest, QueryResults, analysis_request
 from .core.state import Event, Observed, Plan, Ref
 from .settings import Settings
 
@@ -44,6 +45,9 @@ class Driver(Protocol):
     def save_status(self, cr: Mapping[str, Any], status: Mapping[str, Any]) -> None: ...
 
     def emit(self, cr: Mapping[str, Any], event: Event) -> None: ...
+
+    def analyse(self, cr: Mapping[str, Any], request: AnalysisRequest) -> QueryResults:
+        """Run a rollout analysis' queries (errors come back in the result, not raised)."""
 
 
 def harvest(
@@ -85,6 +89,9 @@ def reconcile(driver: Driver, namespace: str, name: str) -> tuple[Mapping[str, A
         return None
     cr, observed = found
     outcomes = harvest(driver, cr, observed)
-    result = plan(cr, observed, outcomes, driver.settings, now_rfc3339())
+    now = now_rfc3339()
+    request = analysis_request(cr, driver.settings.prometheus_url, now)
+    analysis = None if request is None else driver.analyse(cr, request)
+    result = plan(cr, observed, outcomes, driver.settings, now, analysis)
     carry_out(driver, cr, result)
     return cr, result

@@ -77,6 +77,8 @@ class Queue:
         self._dirty: set[tuple[str, str]] = set()
         self._wake: dict[tuple[str, str], asyncio.Event] = {}
         self._failures: dict[tuple[str, str], int] = {}
+        # One pending "pass again later" per resource (a rollout's pause), the latest asked.
+        self._later: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     def schedule(self, namespace: str, name: str, delay: float = 0.0, urgent: bool = False) -> None:
         key = (namespace, name)
@@ -145,6 +147,7 @@ class Queue:
             metrics.forget(namespace, name)
             metrics.RECONCILES.labels("ok").inc()
             return None
+        self._requeue(key, result.requeue_after)
         changed = result.writes > 0
         metrics.RECONCILES.labels("changed" if changed else "ok").inc()
         if changed:
@@ -162,7 +165,21 @@ class Queue:
             )
         return None
 
+    def _requeue(self, key: tuple[str, str], delay: float | None) -> None:
+        old = self._later.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if delay is not None:
+            self._later[key] = asyncio.get_running_loop().call_later(delay, self._fire_later, key)
+
+    def _fire_later(self, key: tuple[str, str]) -> None:
+        self._later.pop(key, None)
+        self.schedule(*key)
+
     async def drain(self) -> None:
+        for handle in self._later.values():
+            handle.cancel()
+        self._later.clear()
         tasks = list(self._running.values())
         for task in tasks:
             task.cancel()

@@ -46,6 +46,10 @@ class Settings:
     dataset_url_hosts: tuple[str, ...] = ()
     dataset_max_bytes: int = 64 * 1024 * 1024
     dataset_timeout_seconds: float = 30.0
+    # The Prometheus a Shadow or Canary rollout's analysis queries (spec.rollout.analysis.
+    # prometheusURL overrides it per resource); the bundled one by default.
+    prometheus_url: str = "http://prometheus-service.modelops-system.svc:9090"
+    prometheus_timeout_seconds: float = 5.0
 
     def image_allowed(self, image: str) -> bool:
         if self.allowed_image_prefixes:
@@ -126,6 +130,10 @@ class Settings:
             ),
             dataset_timeout_seconds=number(
                 "MODELOPS_DATASET_TIMEOUT_SECONDS", base.dataset_timeout_seconds, 1, 3600
+            ),
+            prometheus_url=text("MODELOPS_PROMETHEUS_URL", base.prometheus_url),
+            prometheus_timeout_seconds=number(
+                "MODELOPS_PROMETHEUS_TIMEOUT_SECONDS", base.prometheus_timeout_seconds, 0.1, 60
             ),
         )
 

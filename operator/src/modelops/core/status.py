@@ -28,7 +28,10 @@ def phase_of(state: PlanState) -> str:
         # Training from the pass that creates the Job (no extra status write a pass later).
         started = version in state.observed.jobs or state.job_created or version in state.outcomes
         return names.TRAINING if started else names.PENDING
-    if verdict in (names.OUTCOME_FAILED, names.REJECTED) or state.artifact_missing:
+    if (
+        verdict in (names.OUTCOME_FAILED, names.REJECTED, names.OUTCOME_ROLLED_BACK)
+        or state.artifact_missing
+    ):
         return names.DEGRADED if state.serving else names.FAILED
     if state.serving == version:
         return names.SERVING
@@ -45,6 +48,13 @@ def gate_of(state: PlanState) -> dict[str, Any]:
             "result": names.GATE_PENDING,
             "reason": names.REASON_TRAINING,
             "message": f"{state.version} is training",
+        }
+    elif state.verdict == names.OUTCOME_ROLLED_BACK:
+        # The gate accepted it; the live analysis rolled it back (status.rollout says why).
+        gate = {
+            "result": names.ACCEPTED,
+            "reason": entry.get("gateReason", ""),
+            "message": entry.get("gateMessage", ""),
         }
     else:
         result = names.ACCEPTED if state.verdict == names.ACCEPTED else names.REJECTED
@@ -85,6 +95,14 @@ def accepted_condition(state: PlanState) -> dict[str, Any]:
             "Unknown",
             names.REASON_TRAINING if entry is None else names.REASON_TRAINING_FAILED,
             "the gate runs once training has succeeded",
+            state.generation,
+        )
+    if state.verdict == names.OUTCOME_ROLLED_BACK:
+        return condition(
+            names.CONDITION_ACCEPTED,
+            "True",
+            str(entry.get("gateReason", "")),
+            str(entry.get("gateMessage", "")),
             state.generation,
         )
     return condition(
@@ -133,10 +151,14 @@ def available_condition(state: PlanState) -> dict[str, Any]:
 def progressing_condition(state: PlanState, phase: str) -> dict[str, Any]:
     version = state.version
     progressing = phase in names.PROGRESSING_PHASES
+    rollout = state.rollout_status or {}
+    rolling = f"rolling the servers out to {version}"
+    if rollout.get("version") == version and rollout.get("message"):
+        rolling = str(rollout["message"])
     message = {
         names.PENDING: f"creating the trainer Job for {version}",
         names.TRAINING: f"training {version}",
-        names.ROLLING_OUT: f"rolling the servers out to {version}",
+        names.ROLLING_OUT: rolling,
     }.get(phase, f"{state.serving or 'nothing'} is serving; nothing in progress")
     return condition(
         names.CONDITION_PROGRESSING,
@@ -212,5 +234,7 @@ def write_status(state: PlanState) -> None:
         status["servingVersion"] = state.serving
     if state.serving_accuracy is not None and state.serving:
         status["accuracy"] = state.serving_accuracy
+    if state.rollout_status:
+        status["rollout"] = state.rollout_status
     state.result.status = status
     state.result.status_changed = status != state.old
