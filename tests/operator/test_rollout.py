@@ -122,15 +122,14 @@ def test_agreement_counts_in_shadow_only():
 
 
 def test_analysis_record_keeps_the_figures():
-    record = rollout.analysis_record(judged(vectors()), 2, T2)
+    record = rollout.analysis_record(judged(vectors()), 2, T2, 7)
     assert record["result"] == "Passed" and record["step"] == 2 and record["time"] == T2
     assert record["candidateLiveAccuracy"] == 0.97 and record["stableLiveAccuracy"] == 0.96
     assert record["candidateSamples"] == 100 and record["errorRatio"] == 0.0
     assert "agreement" not in record  # not measured in a Canary
-    assert (
-        rollout.analysis_record(rollout.Verdict("Unavailable", "x", "y"), 1, T2)["candidateSamples"]
-        == 0
-    )
+    assert record["generation"] == 7
+    unavailable = rollout.Verdict("Unavailable", "x", "y")
+    assert rollout.analysis_record(unavailable, 1, T2, 1)["candidateSamples"] == 0
 
 
 @pytest.mark.parametrize(
@@ -385,6 +384,9 @@ def test_an_unreachable_prometheus_pauses_and_says_so_once():
     again = cr(rollout_status=record)
     assert rollout.analysis_request(again, "http://prom:9090", T2) is None  # asked just now
     assert rollout.analysis_request(again, "http://prom:9090", T3) is not None
+    fixed = copy.deepcopy(again)
+    fixed["metadata"]["generation"] += 1  # e.g. prometheusURL corrected: tried at once
+    assert rollout.analysis_request(fixed, "http://prom:9090", T2) is not None
     p = plan(again, observed(again, ("v1", 3), 1), {}, SETTINGS, T3, away)
     assert not p.events and p.status["rollout"]["state"] == names.ROLLOUT_PAUSED
     # Prometheus is back: the analysis decides.

@@ -223,12 +223,13 @@ def _said(f: Figures) -> str:
     return ", ".join(parts) or "no figures"
 
 
-def analysis_record(verdict: Verdict, step: int, now: str) -> dict[str, Any]:
+def analysis_record(verdict: Verdict, step: int, now: str, generation: int) -> dict[str, Any]:
     """status.rollout.lastAnalysis: the verdict and its figures (absent ones left out)."""
     f = verdict.figures
     record: dict[str, Any] = {
         "time": now,
         "step": step,
+        "generation": generation,
         "result": verdict.result,
         "reason": verdict.reason,
         "message": verdict.message,
@@ -278,15 +279,17 @@ def seconds_between(earlier: str, later: str) -> float:
     return (parse(later) - parse(earlier)).total_seconds()
 
 
-def _due(record: Mapping[str, Any], pause: int, now: str) -> bool:
-    """The step's pause is over, and its last analysis (if any) is RETRY_SECONDS old."""
+def _due(record: Mapping[str, Any], pause: int, now: str, generation: int) -> bool:
+    """The step's pause is over, and its last analysis (if any) is RETRY_SECONDS old or was
+    made for an older spec (a fixed prometheusURL or threshold is tried at once)."""
     started = record.get("stepStartedAt")
     running = record.get("state") in (names.ROLLOUT_PROGRESSING, names.ROLLOUT_PAUSED)
     if not (running and started and seconds_between(str(started), now) >= pause):
         return False
-    last = (record.get("lastAnalysis") or {}).get("time")
-    this_step = (record.get("lastAnalysis") or {}).get("step") == record.get("step")
-    return not (last and this_step and seconds_between(str(last), now) < RETRY_SECONDS)
+    analysis = record.get("lastAnalysis") or {}
+    last = analysis.get("time")
+    same = analysis.get("step") == record.get("step") and analysis.get("generation") == generation
+    return not (last and same and seconds_between(str(last), now) < RETRY_SECONDS)
 
 
 def analysis_request(cr: Mapping[str, Any], default_url: str, now: str) -> AnalysisRequest | None:
@@ -297,7 +300,7 @@ def analysis_request(cr: Mapping[str, Any], default_url: str, now: str) -> Analy
     if (
         rollout.strategy == names.STRATEGY_DIRECT
         or record.get("version") != spec.model_version
-        or not _due(record, rollout.pause_seconds, now)
+        or not _due(record, rollout.pause_seconds, now, int(cr["metadata"].get("generation", 1)))
     ):
         return None
     meta = cr["metadata"]
@@ -399,7 +402,8 @@ def _run_step(state: PlanState, record: dict[str, Any]) -> None:
         return
     if not record.get("stepStartedAt"):
         record["stepStartedAt"] = state.now
-    if not _due(record, rollout.pause_seconds, state.now) or state.analysis is None:
+    due = _due(record, rollout.pause_seconds, state.now, state.generation)
+    if not due or state.analysis is None:
         left = rollout.pause_seconds - seconds_between(str(record["stepStartedAt"]), state.now)
         state.result.requeue_after = max(1.0, left) if left > 0 else RETRY_SECONDS
         if record.get("state") != names.ROLLOUT_PAUSED:
@@ -438,7 +442,7 @@ def _verdict(state: PlanState, record: Mapping[str, Any]) -> Verdict:
 
 def _decide(state: PlanState, record: dict[str, Any], verdict: Verdict) -> None:
     step = int(record["step"])
-    record["lastAnalysis"] = analysis_record(verdict, step, state.now)
+    record["lastAnalysis"] = analysis_record(verdict, step, state.now, state.generation)
     record["message"] = f"{_label(record)} analysis {verdict.result}: {verdict.message}"
     state.result.requeue_after = RETRY_SECONDS
     if verdict.result == names.ANALYSIS_UNAVAILABLE:
