@@ -21,6 +21,7 @@ from .test_reconcile import available
 pytestmark = pytest.mark.unit
 
 SETTINGS = Settings()
+PROM = Settings(prometheus_url="http://prom:9090")
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-01T00:00:30Z"  # within the pause
 T2 = "2026-01-01T00:01:05Z"  # past a 60 s pause
@@ -283,21 +284,27 @@ def test_the_pause_starts_when_the_step_is_ready_and_asks_for_a_pass_at_its_end(
     assert p.status["rollout"]["stepStartedAt"] == T0
     assert p.requeue_after == 60
     later = cr(rollout_status=p.status["rollout"])
-    assert rollout.analysis_request(later, "http://prom:9090", T1) is None  # still pausing
+    assert rollout.analysis_request(later, PROM, T1) is None  # still pausing
     p = plan(later, observed(later, ("v1", 3), 1), {}, SETTINGS, T1)
     assert p.requeue_after == 30 and not p.events
 
 
 def test_analysis_is_due_after_the_pause_against_the_configured_prometheus():
     resource = cr(rollout_status=step_record())
-    request = rollout.analysis_request(resource, "http://prom:9090", T2)
+    request = rollout.analysis_request(resource, PROM, T2)
     assert request is not None and request.prometheus_url == "http://prom:9090"
-    assert "[60s]" in request.queries["feedback"]
+    assert "[60s]" in request.queries["feedback"] and request.problem == ""
+    assert rollout.analysis_request(cr(strategy="Direct"), PROM, T2) is None
+
+
+def test_a_spec_may_name_only_a_prometheus_the_admin_allows():
     own = cr(rollout_status=step_record(), analysis={"prometheusURL": "http://mine:9090"})
-    assert rollout.analysis_request(own, "http://prom:9090", T2).prometheus_url == (  # type: ignore[union-attr]
-        "http://mine:9090"
-    )
-    assert rollout.analysis_request(cr(strategy="Direct"), "http://p", T2) is None
+    refused = rollout.analysis_request(own, PROM, T2)
+    assert refused is not None and refused.prometheus_url == "http://mine:9090"
+    assert "MODELOPS_PROMETHEUS_ALLOWED_URLS" in refused.problem
+    allowing = Settings(prometheus_url="http://prom:9090", prometheus_allowed_urls=("http://mine",))
+    allowed = rollout.analysis_request(own, allowing, T2)
+    assert allowed is not None and allowed.problem == ""
 
 
 def test_a_passed_step_moves_to_the_next():
@@ -382,11 +389,11 @@ def test_an_unreachable_prometheus_pauses_and_says_so_once():
     assert reasons(p) == [names.EVENT_ROLLOUT_PAUSED]
     assert applied(p, "iris-server") is None  # v1 keeps its 3, the candidate its 1
     again = cr(rollout_status=record)
-    assert rollout.analysis_request(again, "http://prom:9090", T2) is None  # asked just now
-    assert rollout.analysis_request(again, "http://prom:9090", T3) is not None
+    assert rollout.analysis_request(again, PROM, T2) is None  # asked just now
+    assert rollout.analysis_request(again, PROM, T3) is not None
     fixed = copy.deepcopy(again)
     fixed["metadata"]["generation"] += 1  # e.g. prometheusURL corrected: tried at once
-    assert rollout.analysis_request(fixed, "http://prom:9090", T2) is not None
+    assert rollout.analysis_request(fixed, PROM, T2) is not None
     p = plan(again, observed(again, ("v1", 3), 1), {}, SETTINGS, T3, away)
     assert not p.events and p.status["rollout"]["state"] == names.ROLLOUT_PAUSED
     # Prometheus is back: the analysis decides.

@@ -90,8 +90,11 @@ def reconcile(driver: Driver, namespace: str, name: str) -> tuple[Mapping[str, A
     cr, observed = found
     outcomes = harvest(driver, cr, observed)
     now = now_rfc3339()
-    request = analysis_request(cr, driver.settings.prometheus_url, now)
-    analysis = None if request is None else driver.analyse(cr, request)
+    request = analysis_request(cr, driver.settings, now)
+    analysis = None
+    if request is not None:
+        refused = QueryResults(error=request.problem) if request.problem else None
+        analysis = refused or driver.analyse(cr, request)
     result = plan(cr, observed, outcomes, driver.settings, now, analysis)
     carry_out(driver, cr, result)
     return cr, result

@@ -50,6 +50,19 @@ class Settings:
     # prometheusURL overrides it per resource); the bundled one by default.
     prometheus_url: str = "http://prometheus-service.modelops-system.svc:9090"
     prometheus_timeout_seconds: float = 5.0
+    # Prometheus URLs (prefixes) a spec may name instead; empty: only prometheus_url. The
+    # operator sends queries there and writes what comes back into the status.
+    prometheus_allowed_urls: tuple[str, ...] = ()
+
+    def prometheus_problem(self, url: str) -> str:
+        """Why a ModelDeployment may not have its analysis queried at ``url`` ("" if it may)."""
+        if url == self.prometheus_url or url.startswith(self.prometheus_allowed_urls or ("\0",)):
+            return ""
+        return (
+            f"spec.rollout.analysis.prometheusURL {url} is not allowed by the operator's "
+            "settings (MODELOPS_PROMETHEUS_ALLOWED_URLS); leave it empty to use "
+            f"{self.prometheus_url}, or ask the cluster admin"
+        )
 
     def image_allowed(self, image: str) -> bool:
         if self.allowed_image_prefixes:
@@ -135,6 +148,7 @@ class Settings:
             prometheus_timeout_seconds=number(
                 "MODELOPS_PROMETHEUS_TIMEOUT_SECONDS", base.prometheus_timeout_seconds, 0.1, 60
             ),
+            prometheus_allowed_urls=words("MODELOPS_PROMETHEUS_ALLOWED_URLS", ()),
         )
 
 

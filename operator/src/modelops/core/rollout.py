@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from .. import names
+from ..settings import Settings
 from ..spec import Analysis, ModelDeploymentSpec
 from . import render
 from .drift import drifted, rolled_out
@@ -45,6 +46,7 @@ class AnalysisRequest:
 
     prometheus_url: str
     queries: dict[str, str]
+    problem: str = ""  # why the URL may not be queried (then no query is sent)
 
 
 Sample = tuple[dict[str, str], float]
@@ -292,7 +294,7 @@ def _due(record: Mapping[str, Any], pause: int, now: str, generation: int) -> bo
     return not (last and same and seconds_between(str(last), now) < RETRY_SECONDS)
 
 
-def analysis_request(cr: Mapping[str, Any], default_url: str, now: str) -> AnalysisRequest | None:
+def analysis_request(cr: Mapping[str, Any], settings: Settings, now: str) -> AnalysisRequest | None:
     """The analysis a pass at ``now`` needs (None: none is due)."""
     spec = ModelDeploymentSpec.from_dict(cr["spec"])
     record = (cr.get("status") or {}).get("rollout") or {}
@@ -304,9 +306,11 @@ def analysis_request(cr: Mapping[str, Any], default_url: str, now: str) -> Analy
     ):
         return None
     meta = cr["metadata"]
+    url = rollout.analysis.prometheus_url or settings.prometheus_url
     return AnalysisRequest(
-        rollout.analysis.prometheus_url or default_url,
+        url,
         queries(str(meta["namespace"]), str(meta["name"]), rollout.pause_seconds),
+        settings.prometheus_problem(url),
     )
 
 
