@@ -7,8 +7,8 @@
 #       ca-certificates), installing the wheels uv.lock pins, downloaded once on the host
 #       (pip download --require-hashes) into a wheelhouse.
 #   pause       the kubelet's sandbox: pause.c of the pinned k8s.io/kubernetes module, gcc -static.
-#   prometheus  Debian's prometheus package (2.42; deliberately not tagged as the manifests'
-#               upstream prom/prometheus version).
+#   prometheus  Prometheus at the manifests' prom/prometheus version, built from Go modules
+#               (hack/build-promtool.sh: Debian's lacks Kubernetes discovery), on an empty root.
 # Output: ${MODELOPS_IMAGES_CACHE:-~/.cache/modelops/images}/<image>.json (name, archive, key;
 # read by modelops_testenv.images) and the archives beside it. Every image is keyed by a hash of
 # its inputs (Dockerfile, install.sh, the exported lock, sources, base packages) and rebuilt
@@ -26,7 +26,6 @@ ALL_IMAGES=(pause "${COMPONENTS[@]}" prometheus)
 CACHE="${MODELOPS_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelops/images}"
 SUITE="bookworm"
 BASE_PACKAGES="python3,python3-venv,ca-certificates"
-PROMETHEUS_PACKAGES="prometheus"
 # python:3.11-slim's PATH (its duplicate /usr/local/bin included) and LANG; its other variables
 # (PYTHON_VERSION, GPG_KEY) describe its own CPython build, not Debian's.
 BASE_ENV=("PATH=/usr/local/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -168,36 +167,39 @@ build_pause() {
   record pause "$name" "$archive" "$key"
 }
 
-PROMETHEUS_KEY="$(hash_text "$SUITE $PROMETHEUS_PACKAGES ${DPKG_OPTS[*]} $SOURCES_TEXT")"
-PROMETHEUS_ROOTFS="$CACHE/.prometheus-rootfs.tar"
-start_prometheus() {
-  if up_to_date prometheus "$PROMETHEUS_KEY"; then
-    log "prometheus: up to date ($(sed 's/.*"name": "\([^"]*\)".*/\1/' "$CACHE/prometheus.json"))"
-    return 1
-  fi
-  log "prometheus: Debian's $PROMETHEUS_PACKAGES package"
-  # /prometheus: the TSDB folder prom/prometheus's image has, owned by its user (nobody).
-  # shellcheck disable=SC2016  # "$1" is the rootfs, expanded by mmdebstrap's hook shell
-  local hook='mkdir -p "$1/prometheus" && chown 65534:65534 "$1/prometheus"'
-  hook+=" && chroot \"\$1\" dpkg-query -W -f='\${Version}' prometheus >'$PROMETHEUS_ROOTFS.version'"
-  start_rootfs "$PROMETHEUS_ROOTFS" "$PROMETHEUS_PACKAGES" "$hook"
-}
-finish_prometheus() {
-  local ctr version name archive="$CACHE/prometheus-$PROMETHEUS_KEY.oci.tar"
-  wait_rootfs "$PROMETHEUS_ROOTFS"
-  ctr="$(image_from_rootfs "$PROMETHEUS_ROOTFS")"
-  version="$(cat "$PROMETHEUS_ROOTFS.version")"
-  rm -f "$PROMETHEUS_ROOTFS.version"
-  # The Debian version (2.42.0+ds-5+deb12u1) as a tag: 2.42.0-debian-5-deb12u1.
-  version="${version/+ds/-debian}"
-  name="localhost/modelops-prometheus:${version//+/-}"
+# Prometheus at the version config/prometheus ships, built from Go modules by
+# hack/build-promtool.sh (Debian's 2.42 is built without Kubernetes discovery, which the shipped
+# prometheus.yml uses), laid out as upstream's prom/prometheus image: /bin/prometheus, /prometheus
+# and /etc/prometheus owned by nobody, the same user, working folder, entrypoint and command.
+PROMETHEUS_LAYOUT="bin/prometheus prometheus:65534 etc/prometheus:65534 user=65534 workdir=/prometheus"
+build_prometheus() {
+  local dir bin release key name archive stage ctr
+  hack/build-promtool.sh || die "hack/build-promtool.sh failed"
+  dir="$(hack/build-promtool.sh --print-dir)"
+  bin="$dir/prometheus"
+  release="2.$(basename "$dir" | cut -d. -f2-)"  # module v0.53.3 is Prometheus 2.53.3
+  key="$(hash_text "$(sha256sum <"$bin") $PROMETHEUS_LAYOUT")"
+  name="localhost/modelops-prometheus:v$release-$key"
+  archive="$CACHE/prometheus-$key.oci.tar"
+  up_to_date prometheus "$key" && { log "prometheus: up to date ($name)"; return; }
+  log "prometheus: $bin (Prometheus $release from Go modules)"
+  stage="$(mktemp -d "$CACHE/.prometheus.XXXXXX")"
+  mkdir -p "$stage/root/bin" "$stage/root/prometheus" "$stage/root/etc/prometheus"
+  install -m 0755 "$bin" "$stage/root/bin/prometheus"
+  chown 65534:65534 "$stage/root/prometheus" "$stage/root/etc/prometheus"
+  # A tar keeps the owners (buildah add of a folder would make them root's).
+  tar -C "$stage/root" --numeric-owner -cf "$stage/root.tar" .
+  ctr="$(bah from --pull=never scratch)"
+  bah add --quiet "$ctr" "$stage/root.tar" / >/dev/null
+  rm -rf "$stage"
   bah config --user 65534:65534 --workingdir /prometheus --port 9090 \
-    --entrypoint '["/usr/bin/prometheus"]' \
-    --cmd '["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]' "$ctr"
+    --entrypoint '["/bin/prometheus"]' \
+    --cmd '["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]' \
+    --label org.opencontainers.image.source=modelops "$ctr"
   bah commit --quiet --rm "$ctr" "$name" >/dev/null
   log "prometheus: built $name"
   export_archive "$name" "$archive"
-  record prometheus "$name" "$archive" "$PROMETHEUS_KEY"
+  record prometheus "$name" "$archive" "$key"
 }
 
 # The base standing in for python:3.11-slim; kept in buildah's storage (input of every build).
@@ -302,8 +304,6 @@ if [ "$WHEELHOUSE_ONLY" = 1 ]; then
   exit 0
 fi
 wanted pause && build_pause
-prometheus=0
-if wanted prometheus && start_prometheus; then prometheus=1; fi
 components=0
 for c in "${COMPONENTS[@]}"; do wanted "$c" && components=1; done
 if [ "$components" = 1 ]; then
@@ -312,5 +312,5 @@ if [ "$components" = 1 ]; then
   if start_base; then base=1; fi
   build_components "$base"
 fi
-[ "$prometheus" = 0 ] || finish_prometheus
+wanted prometheus && build_prometheus
 log "done: $CACHE ($(du -sm "$CACHE" | cut -f1) MB with buildah's storage)"

@@ -8,6 +8,7 @@ installed, so schema, CEL rules and defaults are checked by the API server itsel
 
 from __future__ import annotations
 
+import re
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
-from modelops_testenv import thirdparty
+from modelops_testenv import images as images_
+from modelops_testenv import product, thirdparty
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ["kind", "minikube", "microk8s"]
@@ -24,6 +26,7 @@ REPO = "https://github.com/someone/modelops.git"
 KUSTOMIZATIONS = [
     "config/default",
     *(f"config/overlays/{o}" for o in OVERLAYS),
+    "config/overlays/e2e",
     "config/samples",
     "config/gitops/platform",
     "config/gitops/models",
@@ -95,6 +98,74 @@ def test_overlay_uses_local_images_only(overlay: str):
     assert env["MODELOPS_SERVER_IMAGE"] == "modelops-server:dev"
     assert env["MODELOPS_LOADGEN_IMAGE"] == "modelops-loadgen:dev"
     assert env["MODELOPS_IMAGE_PULL_POLICY"] == "Never"
+
+
+def test_e2e_overlay_is_the_default_without_grafana():
+    """What tests/e2e deploy is what users deploy, less Grafana (no image on the test node)."""
+
+    def key(doc: dict[str, Any]) -> tuple[str, str]:
+        return doc["kind"], doc["metadata"]["name"]
+
+    shipped = [d for d in build("config/default") if "grafana" not in key(d)[1]]
+    assert sorted(build("config/overlays/e2e"), key=key) == sorted(shipped, key=key)
+
+
+def test_e2e_kustomization_changes_only_image_names(tmp_path: Path):
+    images = {
+        "operator": "localhost/modelops-operator:abc",
+        "trainer": "localhost/modelops-trainer:def",
+        "server": "registry.example:5000/modelops-server@sha256:" + "0" * 64,
+        "loadgen": "modelops-loadgen:ci-1234567",
+        "prometheus": "localhost/modelops-prometheus:v2.53.3-0123",
+    }
+    docs = product.render_overlay(ROOT, images)
+    shipped = build("config/overlays/e2e")
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        (d["kind"], d["metadata"]["name"]) for d in shipped
+    ]
+    manager = find(tuple(docs), "Deployment", "modelops-operator")
+    container = manager["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == images["operator"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MODELOPS_TRAINER_IMAGE"] == images["trainer"]
+    assert env["MODELOPS_SERVER_IMAGE"] == images["server"]
+    assert env["MODELOPS_LOADGEN_IMAGE"] == images["loadgen"]
+    prometheus = find(tuple(docs), "Deployment", "prometheus")
+    assert prometheus["spec"]["template"]["spec"]["containers"][0]["image"] == images["prometheus"]
+
+    # Everything else as shipped: blank out the image names on both sides and compare.
+    def blank(doc: dict[str, Any]) -> str:
+        text = yaml.safe_dump(doc)
+        for name in [*images.values(), "modelops-operator:0.1.0", "prom/prometheus:v2.53.3"]:
+            text = text.replace(name, "IMAGE")
+        return re.sub(r"modelops-(trainer|server|loadgen):0\.1\.0", "IMAGE", text)
+
+    assert [blank(d) for d in docs] == [blank(d) for d in shipped]
+
+
+def test_e2e_existing_cluster_needs_every_image():
+    assert product.ExistingCluster.from_env({}) is None
+    with pytest.raises(ValueError, match="MODELOPS_E2E_SERVER_IMAGE"):
+        product.ExistingCluster.from_env(
+            {
+                "MODELOPS_E2E_KUBECONFIG": "/k",
+                "MODELOPS_E2E_OPERATOR_IMAGE": "o:1",
+                "MODELOPS_E2E_TRAINER_IMAGE": "t:1",
+                "MODELOPS_E2E_LOADGEN_IMAGE": "l:1",
+            }
+        )
+    found = product.ExistingCluster.from_env(
+        {
+            "MODELOPS_E2E_KUBECONFIG": "/k",
+            "MODELOPS_E2E_CONTEXT": "kind-modelops",
+            **{f"MODELOPS_E2E_{c.upper()}_IMAGE": f"modelops-{c}:ci" for c in images_.COMPONENTS},
+        }
+    )
+    assert found is not None
+    assert found.kubectl.argv("get", "md")[:5] == [
+        "kubectl", "--kubeconfig", "/k", "--context", "kind-modelops",
+    ]  # fmt: skip
+    assert "prometheus" not in found.images  # the shipped prom/prometheus then
 
 
 def test_up_applies_the_platform_before_the_sample():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelops import names
-from modelops.core import render
+from modelops.core import harvest, render
 from modelops.core.drift import contains, drifted, rolled_out
 from modelops.core.harvest import Failed, NeedsLog, Succeeded, read_outcome
 from modelops.core.plan import harvest_needed, plan
@@ -183,21 +184,22 @@ def test_first_version_flows_to_serving(results):
     kinds = sorted(m["kind"] for m in p1.create)
     assert kinds == ["ConfigMap"]
     applied = {m["metadata"]["name"]: m for m in p1.apply}
-    assert set(applied) == {"iris", "iris-server", "iris-loadgen"}
+    # No load generator yet: nothing serves, every request would fail.
+    assert set(applied) == {"iris", "iris-server"}
     assert p1.status["phase"] == "RollingOut"
     assert p1.status["gate"]["reason"] == "FirstVersion"
     assert p1.status["history"][0]["outcome"] == "Accepted"
     assert "servingVersion" not in p1.status
     assert [e.reason for e in p1.events] == ["ArtifactStored", "GateAccepted"]
 
-    # Pass 2: the Deployment is available → serving moves forward; history gets servedAt.
+    # Pass 2: the Deployment is available → serving moves forward; history gets servedAt;
+    # the load generator starts.
     cm = p1.create[0]
     observed = Observed(
         jobs=running,
         artifacts={"v1": cm},
         server=available(applied["iris-server"]),
         service=applied["iris"],
-        loadgen=applied["iris-loadgen"],
     )
     p2 = plan(cr(status=p1.status), observed, {}, SETTINGS, T1)
     assert p2.status["servingVersion"] == "v1" and p2.status["phase"] == "Serving"
@@ -205,9 +207,11 @@ def test_first_version_flows_to_serving(results):
     assert p2.status["history"][0]["servedAt"] == T1
     assert p2.status["ready"] == "1/1"
     assert [e.reason for e in p2.events] == ["RolledOut"]
-    assert not p2.create and not p2.apply and not p2.delete
+    assert [m["metadata"]["name"] for m in p2.apply] == ["iris-loadgen"]
+    assert not p2.create and not p2.delete
 
     # Pass 3: nothing changed → nothing to write at all.
+    observed = dataclasses.replace(observed, loadgen=p2.apply[0])
     p3 = plan(cr(status=p2.status), observed, {}, SETTINGS, T2)
     assert p3.writes == 0 and not p3.status_changed
     # Conditions keep their transition time.
@@ -224,10 +228,9 @@ def _serving_state(results):
         artifacts={"v1": p1.create[0]},
         server=available(applied["iris-server"]),
         service=applied["iris"],
-        loadgen=applied["iris-loadgen"],
     )
     p2 = plan(cr(status=p1.status), observed, {}, SETTINGS, T1)
-    return p2.status, observed
+    return p2.status, dataclasses.replace(observed, loadgen=p2.apply[0])
 
 
 def test_regression_is_rejected_and_nothing_serving_changes(results):
@@ -381,3 +384,16 @@ def test_lost_status_is_rebuilt_from_the_children(results):
     assert p.status["servingVersion"] == "v1" and p.status["phase"] == "Serving"
     assert p.status["accuracy"] == pytest.approx(0.966667)
     assert not p.create and not p.apply  # no retraining, nothing re-rolled
+
+
+def test_a_model_too_big_for_a_configmap_is_a_result_not_a_retry(results, monkeypatch):
+    message, log = results["rf"]
+    outcome = read_outcome("v1", job(), [pod(message)], log=log)
+    assert isinstance(outcome, Succeeded)
+    size = render.artifact_bytes(outcome.metadata, outcome.model)
+    monkeypatch.setattr(harvest, "CONFIGMAP_MAX_BYTES", size - 1)
+    too_big = read_outcome("v1", job(), [pod(message)], log=log)
+    assert isinstance(too_big, Failed) and too_big.reason == "ArtifactTooLarge"
+    assert "ConfigMap" in too_big.message and "set a new modelVersion" in too_big.message
+    monkeypatch.setattr(harvest, "CONFIGMAP_MAX_BYTES", size)
+    assert isinstance(read_outcome("v1", job(), [pod(message)], log=log), Succeeded)

@@ -133,6 +133,16 @@ def test_server_deployment():
     assert {"name": "model", "mountPath": "/models/v1", "readOnly": True} in c["volumeMounts"]
 
 
+def test_server_pods_drain_before_they_stop():
+    """A server pod being removed keeps serving while the Service rules drop it (the kubelet's
+    preStop sleep), then has time to finish what is in flight before the kubelet kills it."""
+    pod = render.server_deployment(CR, spec(), SETTINGS, "v1", "sha")["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["lifecycle"] == {"preStop": {"sleep": {"seconds": render.DRAIN_SECONDS}}}
+    assert render.DRAIN_SECONDS >= 5
+    assert pod["terminationGracePeriodSeconds"] >= render.DRAIN_SECONDS + 10
+
+
 def test_image_override():
     d = render.server_deployment(CR, spec(serving={"image": "mine:1"}), SETTINGS, "v1", "")
     assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:1"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
+
+from modelops.core.render import CONFIGMAP_MAX_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +103,20 @@ def test_samples_are_accepted_and_trained(cluster, operator, wait):
     for name in names:
         version = cluster.md(name)["spec"]["modelVersion"]
         wait(lambda n=name, v=version: cluster.job(n, v), 30, f"Job of sample {name}")
+
+
+def test_the_artifact_size_limit_is_the_api_servers(kubectl, namespace):
+    """The operator refuses a model before the ConfigMap would be: the limit it uses is the
+    real API server's (a ConfigMap of exactly that many bytes is accepted, one more refused)."""
+
+    def configmap(name: str, size: int) -> str:
+        data = {"a.json": "{}"}
+        blob = base64.b64encode(b"\0" * (size - len("{}"))).decode()
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}
+        return json.dumps({**body, "data": data, "binaryData": {"m.bin": blob}})
+
+    kubectl("create", "-n", namespace, "-f", "-", input=configmap("fits", CONFIGMAP_MAX_BYTES))
+    refused = kubectl.run(
+        "create", "-n", namespace, "-f", "-", input=configmap("over", CONFIGMAP_MAX_BYTES + 1)
+    )
+    assert refused.returncode != 0 and "1048576" in refused.stderr, refused.stderr

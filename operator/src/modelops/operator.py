@@ -56,6 +56,8 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level)
     # kopf logs every handled event at INFO ("Handler ... succeeded"); only its problems matter.
     logging.getLogger("kopf").setLevel(max(logging.WARNING, root.level))
+    # kopf's health endpoint (aiohttp) would log every kubelet probe: 3 lines every 10 s.
+    logging.getLogger("aiohttp.access").setLevel(max(logging.WARNING, root.level))
 
 
 class Queue:

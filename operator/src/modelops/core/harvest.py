@@ -14,6 +14,8 @@ from typing import Any
 from modelops_contract import bundle
 from modelops_contract.artifact import ArtifactError, accuracy_of
 
+from .render import CONFIGMAP_MAX_BYTES, artifact_bytes
+
 
 @dataclass(frozen=True)
 class Succeeded:
@@ -129,6 +131,17 @@ def _artifact(version: str, summary: Mapping[str, Any], packed: str) -> Succeede
             version,
             "ArtifactCorrupt",
             f"the artifact is of version {metadata.get('version')!r}, expected {version!r}",
+        )
+    size = artifact_bytes(metadata, model)
+    if size > CONFIGMAP_MAX_BYTES:
+        # The API server would refuse the ConfigMap on every pass: a result, not a retry.
+        return Failed(
+            version,
+            "ArtifactTooLarge",
+            f"the model of {version} is {size / 2**20:.2f} MiB, more than the "
+            f"{CONFIGMAP_MAX_BYTES / 2**20:.0f} MiB a ConfigMap (the artifact store) holds; "
+            "train a smaller model (e.g. fewer trees: spec.training.hyperparameters."
+            "n_estimators, or max_depth) and set a new modelVersion",
         )
     return Succeeded(
         version=version, accuracy=accuracy_of(metadata), metadata=metadata, model=model

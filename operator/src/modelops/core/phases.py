@@ -237,7 +237,9 @@ def converge_children(state: PlanState) -> None:
         )
         if state.blocked is None or observed.server is None:
             wanted.append((server, observed.server))
-        loadgen = render.loadgen_deployment(cr, spec, settings)
+        # Load only once something serves: before, every request would fail.
+        if state.serving is not None or rolled_out(observed.server, state.target, spec.replicas):
+            loadgen = render.loadgen_deployment(cr, spec, settings)
     if loadgen is not None:
         wanted.append((loadgen, observed.loadgen))
     elif observed.loadgen is not None:

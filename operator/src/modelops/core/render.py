@@ -45,6 +45,13 @@ DATA_MOUNT = "/data"
 GRPC_PORT = 8001
 RUN_AS = 65532  # the conventional "nonroot" uid/gid of distroless-style images
 
+# A server pod that is being removed keeps serving this long before it is told to stop: the
+# time for every node's Service rules to drop it, so that no new request is sent to a process
+# that has stopped listening (a rollout or a scale-down loses no request).
+DRAIN_SECONDS = 5
+# After the drain, SIGTERM: the server finishes what is in flight and closes its connections.
+SHUTDOWN_SECONDS = 25
+
 LOADGEN_RESOURCES = {
     "requests": {"cpu": "20m", "memory": "64Mi"},
     "limits": {"cpu": "500m", "memory": "256Mi"},
@@ -296,6 +303,15 @@ def trainer_job(cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Sett
 
 # Model artifact -----------------------------------------------------------------------------
 
+# What the API server lets a ConfigMap hold: its data and binaryData values (bytes, before
+# base64) together (Kubernetes' validation uses the Secret limit, 1 MiB, for both).
+CONFIGMAP_MAX_BYTES = 1024 * 1024
+
+
+def artifact_bytes(metadata: Mapping[str, Any], model: bytes) -> int:
+    """How much of a ConfigMap's limit the artifact of ``metadata`` and ``model`` takes."""
+    return len(metadata_text(metadata).encode()) + len(model)
+
 
 def artifact_configmap(
     cr: Mapping[str, Any], version: str, metadata: Mapping[str, Any], model: bytes
@@ -406,6 +422,8 @@ def server_deployment(
             "failureThreshold": 3,
         },
         "readinessProbe": {**probe, "timeoutSeconds": 2, "failureThreshold": 2},
+        # The kubelet's own sleep (no binary in the image needed; Kubernetes 1.30+).
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "resources": spec.serving.resources.to_dict(),
         "securityContext": container_security_context(),
         "volumeMounts": [
@@ -437,7 +455,10 @@ def server_deployment(
             "revisionHistoryLimit": 3,
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": pod_annotations},
-                "spec": _pod_spec([container], volumes),
+                "spec": {
+                    **_pod_spec([container], volumes),
+                    "terminationGracePeriodSeconds": DRAIN_SECONDS + SHUTDOWN_SECONDS,
+                },
             },
         },
     }
