@@ -172,7 +172,7 @@ def test_converge_children_applies_what_is_missing_and_deletes_the_idle_loadgen(
     assert [m["kind"] for m in s.result.apply] == ["Service"]
     assert [r.name for r in s.result.delete] == ["iris-loadgen"]
     serving = state(cr(loadRate=1))
-    serving.target = "v1"
+    serving.target = serving.serving = "v1"  # load only once something serves
     phases.converge_children(serving)
     assert [m["metadata"]["name"] for m in serving.result.apply] == [
         "iris", "iris-server", "iris-loadgen",

@@ -378,32 +378,21 @@ def server_env(
     return {**env, "HOME": home, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def server_deployment(
-    cr: Mapping[str, Any],
+def _server_container(
     spec: ModelDeploymentSpec,
     settings: Settings,
     version: str,
-    model_sha256: str,
-    replicas: int | None = None,
-    shadow_url: str = "",
-) -> Manifest:
-    """Model-server Deployment running ``version`` (surge rollout: no downtime); a rollout
-    may hold fewer ``replicas`` (Canary) or copy requests to ``shadow_url`` (Shadow)."""
-    name = cr["metadata"]["name"]
+    env: Mapping[str, str],
+    tmp_mount: dict[str, Any],
+) -> dict[str, Any]:
     port = spec.serving.port
-    artifact_dir = f"{MODELS_MOUNT}/{version}"
-    tmp_volume, tmp_mount = _tmp_volume()
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5}
-    container = {
+    return {
         "name": "server",
         "image": spec.serving.image or settings.server_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["modelops-server"],
-        "env": _env(
-            server_env(
-                name, spec, artifact_dir, port, model_sha256=model_sha256, shadow_url=shadow_url
-            )
-        ),
+        "env": _env(env),
         "ports": [
             {"name": "http", "containerPort": port, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -428,9 +417,30 @@ def server_deployment(
         "securityContext": container_security_context(),
         "volumeMounts": [
             tmp_mount,
-            {"name": "model", "mountPath": artifact_dir, "readOnly": True},
+            {"name": "model", "mountPath": f"{MODELS_MOUNT}/{version}", "readOnly": True},
         ],
     }
+
+
+def server_deployment(
+    cr: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    settings: Settings,
+    version: str,
+    model_sha256: str,
+    replicas: int | None = None,
+    shadow_url: str = "",
+) -> Manifest:
+    """Model-server Deployment running ``version`` (surge rollout: no downtime); a rollout
+    may hold fewer ``replicas`` (Canary) or copy requests to ``shadow_url`` (Shadow)."""
+    name = cr["metadata"]["name"]
+    port = spec.serving.port
+    tmp_volume, tmp_mount = _tmp_volume()
+    env = server_env(
+        name, spec, f"{MODELS_MOUNT}/{version}", port, model_sha256=model_sha256,
+        shadow_url=shadow_url,
+    )  # fmt: skip
+    container = _server_container(spec, settings, version, env, tmp_mount)
     volumes = [
         tmp_volume,
         {
