@@ -237,8 +237,10 @@ def reasons(p) -> list[str]:
     return [e.reason for e in p.events]
 
 
-def test_direct_is_todays_rollout():
-    resource = cr(strategy="Direct")
+@pytest.mark.parametrize(
+    "resource", [cr(strategy="Direct"), cr(replicas=0)], ids=["direct", "zero"]
+)
+def test_direct_is_todays_rollout(resource):
     p = plan(resource, observed(resource), {}, SETTINGS, T0)
     server = applied(p, "iris-server")
     assert (

@@ -327,6 +327,7 @@ def plan_rollout(state: PlanState) -> None:
     if (
         rollout.strategy == names.STRATEGY_DIRECT
         or state.serving is None
+        or state.spec.replicas == 0  # scaled to zero: no traffic to judge a candidate on
         or state.serving == state.version
         or state.verdict != names.ACCEPTED
         or state.artifact_missing
