@@ -1,10 +1,12 @@
 """A Canary rollout run by the operator process against the real API server: the cluster
-driver queries Prometheus after each pause (its own timer wakes it), pauses and says so while
-Prometheus cannot be reached, and rolls back at once on bad live accuracy."""
+driver queries Prometheus after each pause (its own timer wakes it, also in a restarted
+process), pauses and says so while Prometheus cannot be reached, and rolls back at once on bad
+live accuracy."""
 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -89,12 +91,20 @@ def test_canary_pauses_without_prometheus_then_rolls_back(
     assert cluster.deployment("iris-candidate")["spec"]["replicas"] == 1
     assert cluster.deployment("iris-server")["spec"]["replicas"] == 1  # v1 keeps one of two
 
+    # A new operator process (the old one SIGKILLed mid-step) resumes at the same step: the
+    # status is all a rollout remembers.
+    operator.kill(signal.SIGKILL)
+    operator.start()
+
     # The pause ends with no event to wake the operator: its own timer runs the analysis.
     status = wait(
         lambda: (s := cluster.status("iris")).get("rollout", {}).get("state") == "Paused" and s,
         PAUSE + 30, "the rollout to pause",
     )  # fmt: skip
     assert "cannot be reached" in status["rollout"]["message"]
+    # The restarted process resumed the same step and its pause (it did not start them over).
+    resumed = status["rollout"]
+    assert (resumed["step"], resumed["stepStartedAt"]) == (1, record["stepStartedAt"])
     assert status["servingVersion"] == "v1" and status["phase"] == "RollingOut"
     paused = [e for e in cluster.events("iris") if e["reason"] == "RolloutPaused"]
     assert paused and paused[0]["type"] == "Warning" and closed in paused[0]["message"]
