@@ -175,7 +175,8 @@ def check_artifact_and_servers(product: Product, ns: str, summary: dict[str, Any
 def check_columns(product: Product, ns: str, accuracy: float) -> None:
     header, row = product.kubectl("get", "md", "-n", ns).splitlines()
     assert header.split() == [
-        "NAME", "VERSION", "SERVING", "ACCURACY", "GATE", "READY", "PHASE", "AGE",
+        "NAME", "VERSION", "SERVING", "ACCURACY", "GATE", "READY", "PHASE", "STEP", "WEIGHT",
+        "ANALYSIS", "AGE",
     ]  # fmt: skip
     cells = row.split()
     assert cells[:3] + cells[4:7] == ["iris", "v1", "v1", "Accepted", "2/2", "Serving"], row

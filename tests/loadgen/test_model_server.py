@@ -92,9 +92,24 @@ def model_accuracy_on_all_rows(artifact: Path) -> float:
     return sum(1 for p, t in zip(pred, truth, strict=True) if str(p) == t) / len(truth)
 
 
+def feedback_counts(port: int) -> tuple[float, float]:
+    """(correct, incorrect) rows of the server's live accuracy (api_feedback_total)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    counts = {"correct": 0.0, "incorrect": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "api_feedback_total":
+                counts[sample.labels["result"]] += sample.value
+    return counts["correct"], counts["incorrect"]
+
+
 @pytest.mark.parametrize(("endpoint", "rows"), [("predict", 1), ("batch", 16), ("infer", 4)])
 def test_online_accuracy_matches_the_served_model(model_server, lg, endpoint, rows):
     port, artifact = model_server
+    before = feedback_counts(port)
     code, s, err = lg.run_loadgen(
         "--target", f"http://127.0.0.1:{port}", "--endpoint", endpoint, "--payload", "iris",
         "--batch-size", str(rows), "--rate", "200", "--requests", "300", "--seed", "9",
@@ -107,6 +122,85 @@ def test_online_accuracy_matches_the_served_model(model_server, lg, endpoint, ro
     # accuracy over all rows (sd <= 0.01 for accuracy ~0.97).
     assert abs(s["online_accuracy"] - expected) <= 0.04, (s["online_accuracy"], expected)
     assert s["online_accuracy"] < 1.0 or expected == 1.0  # answers really are checked
+    # Every checked prediction's true species went back as feedback, and the server's live
+    # accuracy counted exactly what the generator found.
+    assert s["feedback"] == {"ok": 300}, s
+    correct, incorrect = (a - b for a, b in zip(feedback_counts(port), before, strict=True))
+    assert (correct, correct + incorrect) == (s["predictions_correct"], 300 * rows)
+
+
+class ConnectionBalancer:
+    """A TCP balancer like kube-proxy in front of a Service: each new connection goes to the
+    next backend, round robin; the bytes of a connection always reach the same backend."""
+
+    def __init__(self, backends: list[int]) -> None:
+        import socket
+        import threading
+
+        self.backends = backends
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.sockets: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            backend = socket.create_connection(
+                ("127.0.0.1", self.backends[self.connections % len(self.backends)])
+            )
+            self.connections += 1
+            self.sockets += [client, backend]
+            for a, b in ((client, backend), (backend, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: object, dst: object) -> None:
+        import socket
+
+        assert isinstance(src, socket.socket) and isinstance(dst, socket.socket)
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_feedback_reaches_the_replica_that_predicted(artifact, lg):
+    """Two replicas behind one address: the feedback of each prediction goes on the connection
+    the prediction came back on, so it reaches the replica that issued the id (another one
+    would refuse it as unknown)."""
+    ports = [free_port(), free_port()]
+    with serving(artifact, ports[0]), serving(artifact, ports[1]):
+        balancer = ConnectionBalancer(ports)
+        try:
+            code, s, err = lg.run_loadgen(
+                "--target", f"http://127.0.0.1:{balancer.port}", "--payload", "iris",
+                "--rate", "400", "--requests", "400", "--concurrency", "8", "--seed", "4",
+            )  # fmt: skip
+        finally:
+            balancer.close()
+        assert code == 0, err
+        assert balancer.connections >= 2  # both replicas were used
+        assert s["feedback"] == {"ok": 400}, s
+        per_replica = [sum(feedback_counts(p)) for p in ports]
+        assert sum(per_replica) == 400 and min(per_replica) > 0, per_replica
 
 
 def test_grpc_endpoint_against_the_real_server(artifact):

@@ -23,7 +23,7 @@ def test_sample_is_valid_and_defaulted():
     spec = defaulted["spec"]
     assert spec["replicas"] == 2 and spec["loadRate"] == 1
     assert spec["historyLimit"] == 5  # from the schema's default
-    assert spec["loadGenerator"] == {"payload": "uniform", "endpoint": "predict"}
+    assert spec["loadGenerator"] == {"payload": "iris", "endpoint": "predict"}
     assert spec["training"]["timeoutSeconds"] == 600
 
 

@@ -40,7 +40,9 @@ def test_seed_predict_answers_seed_fields(client, seed_request):
     assert body["probability"] == 1.0
     assert 0 < body["processing_time"] < 1
     assert body["model_version"] == "knn"
-    assert set(body) == {"species", "probability", "processing_time", "model_version"}
+    # The seed's fields, plus the id its feedback refers to (additive: seed clients ignore it).
+    seed = {"species", "probability", "processing_time", "model_version"}
+    assert set(body) == seed | {"prediction_id"}
 
 
 def test_predict_without_content_type_is_read_as_json(client, seed_request):

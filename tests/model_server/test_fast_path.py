@@ -86,6 +86,9 @@ def normalised(body: bytes, content_type: str) -> object:
     doc = orjson.loads(body)
     if isinstance(doc, dict):
         doc.pop("processing_time", None)
+        # Ids are per process (a random prefix and a counter): two processes never share one.
+        doc.pop("prediction_id", None)
+        (doc.get("parameters") or {}).pop("prediction_id", None)
     return doc
 
 

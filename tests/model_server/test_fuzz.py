@@ -150,13 +150,16 @@ def check(response) -> None:
 def test_every_post_operation_is_fuzzed(openapi):
     assert set(body_schemas(openapi)) == {
         "/predict",
+        "/feedback",
         "/predict/batch",
         "/v2/models/{name}/infer",
         "/v2/models/{name}/versions/{version}/infer",
     }
 
 
-@pytest.mark.parametrize("path", ["/predict", "/predict/batch", "/v2/models/{name}/infer"])
+@pytest.mark.parametrize(
+    "path", ["/predict", "/predict/batch", "/feedback", "/v2/models/{name}/infer"]
+)
 def test_documented_bodies(fuzz_client, openapi, path):
     schema = body_schemas(openapi)[path]
 
@@ -168,7 +171,9 @@ def test_documented_bodies(fuzz_client, openapi, path):
     run()
 
 
-@pytest.mark.parametrize("path", ["/predict", "/predict/batch", "/v2/models/{name}/infer"])
+@pytest.mark.parametrize(
+    "path", ["/predict", "/predict/batch", "/feedback", "/v2/models/{name}/infer"]
+)
 def test_documented_bodies_with_one_field_broken(fuzz_client, openapi, path):
     schema = body_schemas(openapi)[path]
 
@@ -183,7 +188,9 @@ def test_documented_bodies_with_one_field_broken(fuzz_client, openapi, path):
     run()
 
 
-@pytest.mark.parametrize("path", ["/predict", "/predict/batch", "/v2/models/{name}/infer"])
+@pytest.mark.parametrize(
+    "path", ["/predict", "/predict/batch", "/feedback", "/v2/models/{name}/infer"]
+)
 def test_arbitrary_payloads(fuzz_client, path):
     @FUZZ
     @given(

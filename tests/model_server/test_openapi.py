@@ -1,5 +1,6 @@
 """The OpenAPI document is the one published before the lean ASGI path (snapshot of the base
-commit): serving requests without FastAPI must not change what clients are told."""
+commit): serving requests without FastAPI must not change what clients are told. It has grown
+only additively since (POST /feedback, the prediction_id fields)."""
 
 from __future__ import annotations
 

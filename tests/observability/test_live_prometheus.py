@@ -175,9 +175,18 @@ def live(tmp_path_factory: pytest.TempPathFactory, obs: Any) -> Iterator[dict[st
              str(artifacts)],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
-        server_port, loadgen_port, prom_port = free_ports(3)
+        server_port, loadgen_port, prom_port, shadow_port = free_ports(4)
+        # A Shadow rollout's candidate beside the server, which copies every request to it:
+        # the rollout panels (live accuracy, agreement) have data as in a real rollout.
         procs.start(
-            "server", str(BIN / "modelops-server"), "--artifact-dir", str(artifacts / "v1"),
+            "shadow", str(BIN / "modelops-server"), "--artifact-dir", str(artifacts / "v1"),
+            "--host", "127.0.0.1", "--port", str(shadow_port),
+        )  # fmt: skip
+        shadow = f"http://127.0.0.1:{shadow_port}"
+        wait_for("the shadow server to be ready", lambda: http_get(f"{shadow}/readyz"), 120)
+        procs.start(
+            "server", "env", f"MODELOPS_SERVER_SHADOW_URL={shadow}",
+            str(BIN / "modelops-server"), "--artifact-dir", str(artifacts / "v1"),
             "--host", "127.0.0.1", "--port", str(server_port),
         )  # fmt: skip
         server = f"http://127.0.0.1:{server_port}"
@@ -189,6 +198,9 @@ def live(tmp_path_factory: pytest.TempPathFactory, obs: Any) -> Iterator[dict[st
             {"targets": [f"127.0.0.1:{server_port}"],
              "labels": {"component": "server", "modeldeployment": NAME, "version": "v1",
                         "pod": f"{NAME}-server-0"}},
+            {"targets": [f"127.0.0.1:{shadow_port}"],
+             "labels": {"component": "shadow", "modeldeployment": NAME, "version": "v2",
+                        "pod": f"{NAME}-candidate-0"}},
             {"targets": [f"127.0.0.1:{loadgen_port}"],
              "labels": {"component": "loadgen", "modeldeployment": NAME,
                         "pod": f"{NAME}-loadgen"}},
@@ -215,7 +227,7 @@ def live(tmp_path_factory: pytest.TempPathFactory, obs: Any) -> Iterator[dict[st
 
         def all_up() -> bool:
             targets = api.get("/api/v1/targets")["data"]["activeTargets"]
-            return len(targets) == 3 and all(t["health"] == "up" for t in targets)
+            return len(targets) == 4 and all(t["health"] == "up" for t in targets)
 
         try:  # generous: the machine is shared with other builds
             wait_for("every target to be up", all_up, 90)

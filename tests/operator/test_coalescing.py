@@ -41,7 +41,7 @@ class FakeKube:
             self.started[name].set()
         if name in self.hold:
             assert self.hold[name].wait(WAIT), "test never released the pass"
-        return SimpleNamespace(writes=0, status={})  # a pass with nothing to change
+        return SimpleNamespace(writes=0, status={}, requeue_after=None)  # nothing to change
 
 
 async def started(kube: FakeKube, name: str) -> None:

@@ -70,9 +70,13 @@ def test_create_trains_gates_and_serves(cluster, operator, trained, wait):
         "GATE",
         "READY",
         "PHASE",
+        "STEP",
+        "WEIGHT",
+        "ANALYSIS",
         "AGE",
     ]
     cells = row.split()
+    assert len(cells) == 8  # STEP, WEIGHT, ANALYSIS empty: no Shadow or Canary rollout
     assert cells[:7] == ["iris", "v1", "v1", str(summary["accuracy"]), "Accepted", "2/2", "Serving"]
 
 

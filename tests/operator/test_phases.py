@@ -73,7 +73,8 @@ def test_plan_runs_every_phase_in_order():
     assert [p.__name__ for p in PHASES] == [
         "trust_artifacts", "check_policy", "announce_block",
         "recover_serving", "store_results", "run_gate", "start_training", "choose_target",
-        "converge_children", "advance_serving", "check_progress", "prune", "write_status",
+        "plan_rollout", "converge_children", "converge_candidate", "advance_serving",
+        "check_progress", "prune", "write_status",
     ]  # fmt: skip
     assert plan(cr(), Observed(), {}, SETTINGS, NOW).status["phase"] == names.TRAINING
 
@@ -176,7 +177,7 @@ def test_converge_children_applies_what_is_missing_and_deletes_the_idle_loadgen(
     phases.converge_children(first)
     assert [m["metadata"]["name"] for m in first.result.apply] == ["iris", "iris-server"]
     serving = state(cr(loadRate=1))
-    serving.target = serving.serving = "v1"
+    serving.target = serving.serving = "v1"  # load only once something serves
     phases.converge_children(serving)
     assert [m["metadata"]["name"] for m in serving.result.apply] == [
         "iris", "iris-server", "iris-loadgen",

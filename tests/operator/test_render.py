@@ -202,6 +202,17 @@ def test_monitors():
     sm = render.service_monitor(CR, spec(monitoring={"scrapeInterval": "30s"}))
     assert sm["kind"] == "ServiceMonitor"
     assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    selector = sm["spec"]["selector"]
+
+    def selects(labels: dict[str, str]) -> bool:
+        return selector["matchLabels"].items() <= labels.items() and all(
+            labels.get(e["key"]) in e["values"] for e in selector["matchExpressions"]
+        )
+
+    # The server Service and a Shadow candidate's; not the trainer's or load generator's pods.
+    assert selects(render.service(CR, spec())["metadata"]["labels"])
+    assert selects(render.candidate_service(CR, spec())["metadata"]["labels"])
+    assert not selects(render.labels("iris", "loadgen"))
     pm = render.pod_monitor(CR, spec(), SETTINGS)
     assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
 

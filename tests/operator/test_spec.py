@@ -27,7 +27,10 @@ def test_crd_shape():
         "labelSelectorPath": ".status.selector",
     }
     names = [c["name"].upper() for c in version["additionalPrinterColumns"]]
-    assert names == ["VERSION", "SERVING", "ACCURACY", "GATE", "READY", "PHASE", "AGE"]
+    assert names == [
+        "VERSION", "SERVING", "ACCURACY", "GATE", "READY", "PHASE", "STEP", "WEIGHT", "ANALYSIS",
+        "CANDIDATE-LIVE", "STABLE-LIVE", "AGE",
+    ]  # fmt: skip
 
 
 def _walk(schema, path="spec"):
@@ -52,8 +55,20 @@ def test_defaults_fill_nested_objects():
     assert spec["gate"] == {"regressionTolerance": 0, "significantImprovement": 0.005}
     assert spec["serving"]["port"] == 8000
     assert spec["serving"]["batching"] == {"maxBatchSize": 1024}
-    assert spec["loadGenerator"] == {"payload": "uniform", "endpoint": "predict"}
+    assert spec["loadGenerator"] == {"payload": "iris", "endpoint": "predict"}
     assert spec["monitoring"] == {"scrapeInterval": "15s"}
+    assert spec["rollout"] == {
+        "strategy": "Direct",
+        "steps": [25, 50],
+        "pauseSeconds": 60,
+        "analysis": {
+            "minSamples": 100,
+            "maxAccuracyDrop": 0.02,
+            "minAgreement": 0.9,
+            "maxErrorRatio": 0.01,
+            "maxLatencyP99Seconds": 0.5,
+        },
+    }
 
 
 def test_defaults_keep_what_is_set_and_do_not_mutate():

@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--metrics-port", type=int, help="Prometheus metrics port (default 9100, 0 = off)")
     a("--metrics-host", help="address the metrics server binds (default 0.0.0.0)")
     a("--model-name", help="model name in /v2/models/{name}/infer (default iris)")
+    a(
+        "--feedback",
+        action=argparse.BooleanOptionalAction,
+        help="send iris rows' true species to POST /feedback (default on)",
+    )
     a("--seed", type=int, help="random seed for payloads and Poisson arrivals")
     a("--duration", type=float, help="bounded run: stop after this many seconds")
     a("--requests", type=int, help="bounded run: stop after this many requests")

@@ -187,6 +187,10 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+# (status, body) of an answer → the request to send next on the same connection, or None.
+FollowUp = Callable[[int, bytes], "tuple[Endpoint, bytes] | None"]
+
+
 def _timeout_fired(fut: asyncio.Future[tuple[int, bytes]], timeout: float) -> None:
     if not fut.done():
         fut.set_exception(RequestTimeout(f"no complete response within {timeout:g} s"))
@@ -227,28 +231,62 @@ class HttpClient:
 
     async def post(self, ep: Endpoint, body: bytes) -> tuple[int, bytes]:
         """Send one POST; returns (status, body) or raises an HttpClientError."""
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        conn = await self._acquire(ep, deadline)
+        result = await self._exchange(conn, ep, body, deadline)
+        self._release(ep, conn)
+        return result
+
+    async def post_then(
+        self, ep: Endpoint, body: bytes, then: FollowUp
+    ) -> tuple[int, bytes] | HttpClientError | None:
+        """Send one POST; ``then(status, body)`` runs as soon as its answer is in and may name a
+        second request, sent on the same connection (so it reaches the same server behind a
+        Service: feedback must). Returns the second answer, its error, or None when ``then``
+        named none; the first request's errors raise as in :meth:`post`."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        conn = await self._acquire(ep, loop.time() + self.timeout)
+        status, raw = await self._exchange(conn, ep, body, loop.time() + self.timeout)
+        try:
+            follow = then(status, raw)
+        except BaseException:
+            self._release(ep, conn)
+            raise
+        if follow is None or not conn.keep_alive or conn.closed:
+            self._release(ep, conn)
+            return None
+        try:
+            result = await self._exchange(conn, follow[0], follow[1], loop.time() + self.timeout)
+        except HttpClientError as exc:
+            return exc
+        self._release(ep, conn)
+        return result
+
+    async def _acquire(self, ep: Endpoint, deadline: float) -> _Connection:
         idle = self._idle.get(ep.key)
-        conn: _Connection | None = None
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                break
-            conn = None
-        if conn is None:
-            conn = await self._connect(ep, deadline)
+                return conn
+        return await self._connect(ep, deadline)
+
+    async def _exchange(
+        self, conn: _Connection, ep: Endpoint, body: bytes, deadline: float
+    ) -> tuple[int, bytes]:
+        loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         timer = loop.call_at(deadline, _timeout_fired, fut, self.timeout)
         conn.send(ep.head + str(len(body)).encode() + b"\r\n\r\n" + body, fut)
         try:
-            result = await fut
+            return await fut
         except BaseException:
             conn.close()  # a half-used connection must not be reused
             self._all.discard(conn)
             raise
         finally:
             timer.cancel()
+
+    def _release(self, ep: Endpoint, conn: _Connection) -> None:
         if conn.keep_alive and not conn.closed:
             # Look the pool up again: other requests may have created it during the awaits,
             # and a pool made here from a stale lookup would orphan their connections.
@@ -259,7 +297,6 @@ class HttpClient:
         else:
             conn.close()
             self._all.discard(conn)
-        return result
 
     def drop_idle(self, keep: set[tuple[str, str, int]]) -> None:
         """Close idle connections to hosts no longer targeted."""

@@ -105,6 +105,15 @@ class LoadgenCollector(Collector):
             "Predictions equal to the true label (iris payload).",
             value=float(st.correct),
         )
+        feedback = CounterMetricFamily(
+            "loadgen_feedback",
+            "True labels sent back to the server (POST /feedback) for checked predictions, by "
+            "outcome: ok, refused (HTTP error), error (no answer).",
+            labels=["outcome"],
+        )
+        for outcome, n in sorted(st.feedback.copy().items()):
+            feedback.add_metric([outcome], float(n))
+        yield feedback
         acc = st.online_accuracy
         yield GaugeMetricFamily(
             "loadgen_online_accuracy",

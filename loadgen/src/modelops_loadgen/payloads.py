@@ -145,20 +145,47 @@ def _labels_from_oip_output(out: dict[str, Any]) -> list[str] | None:
 
 def parse_labels(endpoint: Endpoint, body: bytes, rows: int) -> list[str]:
     """Predicted species from an answer; raises BadResponse when the shape is wrong."""
+    return parse_answer(endpoint, body, rows)[0]
+
+
+def feedback_body(prediction_id: str, species: list[str]) -> bytes:
+    """The body of POST /feedback: the true species of a prediction's rows."""
+    return json.dumps(
+        {"prediction_id": prediction_id, "species": species[0] if len(species) == 1 else species},
+        separators=(",", ":"),
+    ).encode()
+
+
+def _prediction_id(doc: dict[str, Any], endpoint: Endpoint) -> str:
+    where = doc.get("parameters") if endpoint == "infer" else doc
+    found = where.get("prediction_id") if isinstance(where, dict) else None
+    return found if isinstance(found, str) else ""
+
+
+def parse_answer(endpoint: Endpoint, body: bytes, rows: int) -> tuple[list[str], str]:
+    """Predicted species and the server's prediction id ("" if none) from an answer."""
     if endpoint == "grpc":
-        try:
-            decoded = decode_labels(body)
-        except ValueError as exc:
-            raise BadResponse(f"ModelInferResponse: {exc}") from None
-        if len(decoded) != rows:
-            raise BadResponse(f"label output has {len(decoded)} values, expected {rows}")
-        return decoded
+        return _grpc_labels(body, rows), ""
     try:
         doc = json.loads(body)
     except ValueError as exc:
         raise BadResponse(f"body is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise BadResponse("body is not a JSON object")
+    return _json_labels(endpoint, doc, rows), _prediction_id(doc, endpoint)
+
+
+def _grpc_labels(body: bytes, rows: int) -> list[str]:
+    try:
+        decoded = decode_labels(body)
+    except ValueError as exc:
+        raise BadResponse(f"ModelInferResponse: {exc}") from None
+    if len(decoded) != rows:
+        raise BadResponse(f"label output has {len(decoded)} values, expected {rows}")
+    return decoded
+
+
+def _json_labels(endpoint: Endpoint, doc: dict[str, Any], rows: int) -> list[str]:
     if endpoint == "predict":
         species = doc.get("species")
         if not isinstance(species, str):

@@ -75,6 +75,7 @@ class Summary:
     checked: int
     correct: int
     behind: bool
+    feedback: dict[str, int] = field(default_factory=dict)
     behind_reasons: list[str] = field(default_factory=list)
     cpu_seconds: float | None = None  # the generator's own CPU time during the run
 
@@ -118,6 +119,7 @@ class Summary:
             "predictions_checked": self.checked,
             "predictions_correct": self.correct,
             "online_accuracy": self.online_accuracy,
+            "feedback": self.feedback,
             "behind": self.behind,
             "behind_reasons": self.behind_reasons,
             "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 4),
@@ -169,6 +171,7 @@ def build_summary(
         lag=lag,
         checked=stats.checked,
         correct=stats.correct,
+        feedback=dict(sorted(stats.feedback.items())),
         behind=bool(reasons),
         behind_reasons=reasons,
         cpu_seconds=cpu_seconds,
@@ -216,6 +219,8 @@ def format_text(s: Summary) -> str:
     else:
         acc_txt = "- (no answer was checked)"
     lines.append(f"  accuracy       {acc_txt}")
+    if s.feedback:
+        lines.append("  feedback       " + ", ".join(f"{k} {v}" for k, v in s.feedback.items()))
     if s.cpu_seconds is not None and s.elapsed > 0:
         per_req = f", {s.cpu_seconds / s.sent * 1e6:.0f} µs per request" if s.sent else ""
         lines.append(

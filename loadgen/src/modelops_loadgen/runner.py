@@ -24,11 +24,18 @@ from typing import Any, Protocol
 from modelops_loadgen.httpclient import (
     ConnectError,
     DisconnectedError,
+    Endpoint,
     HttpClient,
     HttpClientError,
     ProtocolError,
 )
-from modelops_loadgen.payloads import BadResponse, PayloadSource, endpoint_path, parse_labels
+from modelops_loadgen.payloads import (
+    BadResponse,
+    PayloadSource,
+    endpoint_path,
+    feedback_body,
+    parse_answer,
+)
 from modelops_loadgen.report import Summary, behind_reasons, build_summary
 from modelops_loadgen.schedule import Schedule, make_schedule
 from modelops_loadgen.settings import LoadgenSettings
@@ -92,6 +99,7 @@ class Generator:
         self._endpoint = settings.endpoint
         self._max_late = settings.max_lateness
         self._headers = {"Content-Type": "application/json"}
+        self._feedback = settings.feedback and settings.payload == "iris"
         self._start = 0.0
         self._end = float("inf")
         self._next_t = 0.0
@@ -231,7 +239,9 @@ class Generator:
             stats.record_not_sent("no_target")
             self._note_error("no_target", "the targets file lists no target", "-")
             return
-        ep = endpoints[seq % len(endpoints)]
+        index = seq % len(endpoints)
+        ep = endpoints[index]
+        feedback = self.targets.feedback[index] if self._feedback else None
         body, expected = self.payload.next()
         t0 = clock()
         if self._open and t0 > intended:
@@ -244,25 +254,23 @@ class Generator:
         stats.in_flight += 1
         outcome = "ok"
         code = ""
-        try:
-            status, raw = await client.post(ep, body)
+        answered: list[tuple[str, str]] = []
+
+        def then(status: int, raw: bytes) -> tuple[Endpoint, bytes] | None:
             stats.latency.observe(clock() - intended)
-            code = str(status)
-            if 200 <= status < 300:
-                try:
-                    labels = parse_labels(self._endpoint, raw, self._rows)
-                except BadResponse as exc:
-                    outcome = "bad_response"
-                    self._note_error(outcome, str(exc), ep.url)
-                else:
-                    if expected is not None:
-                        stats.checked += len(expected)
-                        stats.correct += sum(
-                            1 for a, b in zip(labels, expected, strict=True) if a == b
-                        )
+            found, prediction_id = self._check(status, raw, expected, ep)
+            answered.append(found)
+            if feedback is None or expected is None or not prediction_id:
+                return None
+            return feedback, feedback_body(prediction_id, expected)
+
+        try:
+            if feedback is not None and expected is not None and isinstance(client, HttpClient):
+                assert isinstance(ep, Endpoint)
+                self._count_feedback(await client.post_then(ep, body, then), feedback)
             else:
-                outcome = "http_error"
-                self._note_error(outcome, f"HTTP {status}: {raw[:200]!r}", ep.url)
+                then(*await client.post(ep, body))
+            outcome, code = answered[0]
         except TimeoutError as exc:
             # The latency of a timed-out request is a lower bound; kept so the tail shows it.
             stats.latency.observe(clock() - intended)
@@ -293,6 +301,37 @@ class Generator:
         finally:
             stats.in_flight -= 1
         stats.record(outcome, code)
+
+    def _check(
+        self, status: int, raw: bytes, expected: list[str] | None, ep: object
+    ) -> tuple[tuple[str, str], str]:
+        """((outcome, code), prediction id) of an answer; counts the labels it got right."""
+        if not 200 <= status < 300:
+            self._note_error("http_error", f"HTTP {status}: {raw[:200]!r}", ep)
+            return ("http_error", str(status)), ""
+        try:
+            labels, prediction_id = parse_answer(self._endpoint, raw, self._rows)
+        except BadResponse as exc:
+            self._note_error("bad_response", str(exc), ep)
+            return ("bad_response", str(status)), ""
+        if expected is not None:
+            self.stats.checked += len(expected)
+            self.stats.correct += sum(1 for a, b in zip(labels, expected, strict=True) if a == b)
+        return ("ok", str(status)), prediction_id
+
+    def _count_feedback(
+        self, answer: tuple[int, bytes] | HttpClientError | None, ep: Endpoint
+    ) -> None:
+        if answer is None:
+            return  # nothing to send (the prediction failed or carried no id)
+        if isinstance(answer, HttpClientError):
+            self.stats.record_feedback("error")
+            self._note_error("feedback_error", str(answer), ep.url)
+        elif 200 <= answer[0] < 300:
+            self.stats.record_feedback("ok")
+        else:
+            self.stats.record_feedback("refused")
+            self._note_error("feedback_refused", f"HTTP {answer[0]}: {answer[1][:200]!r}", ep.url)
 
     # -- monitoring ------------------------------------------------------------------------
 

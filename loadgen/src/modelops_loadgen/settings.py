@@ -79,6 +79,11 @@ class LoadgenSettings(BaseSettings):
     metrics_port: int = Field(default=9100, ge=0, le=65535, description="0 disables metrics")
     metrics_host: str = "0.0.0.0"  # scraped from other pods in a cluster
     model_name: str = Field(default="iris", min_length=1, description="OIP model name")
+    feedback: bool = Field(
+        default=True,
+        description="send the true species of iris-payload rows to the server's POST /feedback "
+        "(live accuracy), on the connection the prediction came back on; not for gRPC",
+    )
     seed: int | None = Field(default=None, description="random seed for payloads and arrivals")
     duration: float | None = Field(default=None, gt=0, description="bounded run: seconds")
     requests: int | None = Field(default=None, ge=1, description="bounded run: request count")

@@ -146,6 +146,11 @@ class RunStats:
     in_flight: int = 0
     checked: int = 0
     correct: int = 0
+    # Feedback sent to the server for checked predictions, by outcome (ok, refused, error).
+    feedback: dict[str, int] = field(default_factory=dict)
+
+    def record_feedback(self, outcome: str) -> None:
+        self.feedback[outcome] = self.feedback.get(outcome, 0) + 1
 
     def record(self, outcome: str, code: str = "") -> None:
         key = (outcome, code)

@@ -17,6 +17,7 @@ from modelops_loadgen.httpclient import Endpoint
 from modelops_loadgen.oip_wire import GrpcEndpoint
 
 log = logging.getLogger("modelops_loadgen.targets")
+FEEDBACK_PATH = "/feedback"
 
 
 class TargetError(ValueError):
@@ -57,6 +58,8 @@ class TargetSet:
         self._path = path
         self.bases: tuple[str, ...] = ()
         self.endpoints: tuple[Endpoint | GrpcEndpoint, ...] = ()
+        # The same targets' POST /feedback (None for gRPC ones), index for index.
+        self.feedback: tuple[Endpoint | None, ...] = ()
         self.generation = 0
         self.replace(bases)
 
@@ -69,6 +72,9 @@ class TargetSet:
         self.endpoints = tuple(
             GrpcEndpoint.parse(b) if b.startswith("grpc://") else Endpoint.parse(b + self._path)
             for b in clean
+        )
+        self.feedback = tuple(
+            None if b.startswith("grpc://") else Endpoint.parse(b + FEEDBACK_PATH) for b in clean
         )
         self.generation += 1
         return True

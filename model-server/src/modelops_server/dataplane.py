@@ -20,10 +20,12 @@ import numpy as np
 
 from . import __version__
 from .errors import InvalidRequest, NotFound, NotReady, PayloadTooLarge
+from .feedback import FeedbackStore, Verdict
 from .metrics import Metrics
 from .model import FEATURE_MAX_CM, FEATURE_MIN_CM, LoadedModel, load_model
 from .predictor import Matrix
 from .settings import ServerSettings
+from .shadow import Shadow
 
 log = logging.getLogger("modelops_server.dataplane")
 SERVICE = "modelops-server"
@@ -75,6 +77,8 @@ class OutputTensor:
 class InferResult:
     model: LoadedModel
     outputs: list[OutputTensor]
+    prediction_id: str
+    indices: list[int]
 
 
 @dataclass(slots=True)
@@ -85,6 +89,7 @@ class Prediction:
     indices: list[int]
     top: list[float]
     elapsed: float
+    prediction_id: str
 
 
 class DataPlane:
@@ -98,6 +103,12 @@ class DataPlane:
         self.metrics = metrics
         self.ready = False
         self.max_rows = settings.max_batch_size
+        self.feedback = FeedbackStore(settings.feedback_capacity, settings.feedback_ttl_seconds)
+        pending = self.feedback.pending
+        metrics.count_pending(lambda: len(pending))
+        self.shadow: Shadow | None = None
+        if settings.shadow_url:
+            self.shadow = Shadow(settings, metrics, self.feedback)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -117,6 +128,8 @@ class DataPlane:
         if not loaded.warm:
             await asyncio.to_thread(loaded.warm_up)
         self.metrics.set_model(loaded)
+        if self.shadow is not None:
+            self.shadow.start(loaded)
         self.ready = True
         self.metrics.set_ready(loaded, True)
         log.info(
@@ -131,6 +144,8 @@ class DataPlane:
 
     def stop(self) -> None:
         self.ready = False
+        if self.shadow is not None:
+            self.shadow.stop()
         if self.model is not None:
             self.metrics.set_ready(self.model, False)
 
@@ -199,7 +214,8 @@ class DataPlane:
         index, proba = m.predict_one(row)
         elapsed = time.perf_counter() - started
         self.metrics.observe_predictions((index,), elapsed)
-        return Prediction(m, [index], [proba[index]], elapsed)
+        idx = [index]
+        return Prediction(m, idx, [proba[index]], elapsed, self.feedback.issue(idx, started))
 
     def predict_rows(self, x: Matrix, started: float) -> Prediction:
         """Seed API rows, already validated field by field by the request schema."""
@@ -212,7 +228,7 @@ class DataPlane:
             top = proba[np.arange(len(idx)), indices].tolist()
         elapsed = time.perf_counter() - started
         self.metrics.observe_predictions(idx, elapsed)
-        return Prediction(m, idx, top, elapsed)
+        return Prediction(m, idx, top, elapsed, self.feedback.issue(idx, started))
 
     def infer(
         self,
@@ -249,7 +265,35 @@ class DataPlane:
             indices, proba = m.predict(x)
             idx = indices.tolist()
         self.metrics.observe_predictions(idx, time.perf_counter() - started)
-        return InferResult(m, [_output(m, w, idx, proba) for w in wanted])
+        tensors = [_output(m, w, idx, proba) for w in wanted]
+        return InferResult(m, tensors, self.feedback.issue(idx, started), idx)
+
+    # ---- feedback: live accuracy ------------------------------------------------------------
+
+    def record_feedback(self, prediction_id: str, species: Sequence[str]) -> Verdict:
+        """Count the true species of a prediction's rows (once per id) against its answers."""
+        m = self.serving()
+        index = {c: i for i, c in enumerate(m.classes)}
+        unknown = [s for s in species if s not in index]
+        if unknown:
+            raise InvalidRequest(
+                f"species {unknown[0]!r} is not a class of this model; use one of "
+                f"{list(m.classes)}",
+                [{"field": "species", "problem": f"unknown species {u!r}"} for u in unknown],
+            )
+        indices, started, shadow_id = self.feedback.take(prediction_id)
+        if len(species) != len(indices):
+            self.feedback.restore(prediction_id, (indices, started, shadow_id))
+            raise InvalidRequest(
+                f"prediction {prediction_id!r} classified {len(indices)} rows but the feedback "
+                f"names {len(species)} species; send one per row, in the request's order",
+                [{"field": "species", "problem": f"must hold {len(indices)} species"}],
+            )
+        correct = sum(1 for i, s in zip(indices, species, strict=True) if index[s] == i)
+        self.metrics.observe_feedback(len(indices), correct)
+        if shadow_id and self.shadow is not None:
+            self.shadow.relay_feedback(shadow_id, species)
+        return Verdict(len(indices), correct, shadow_id)
 
     def matrix(self, tensor: Tensor) -> Matrix:
         """The (N, 4) float64 matrix a tensor holds, or an error naming what is wrong."""

@@ -47,6 +47,24 @@ class NotFound(ServerError):
     kind = "not_found"
 
 
+class UnknownPrediction(NotFound):
+    """Feedback names a prediction id this server process never issued."""
+
+    kind = "unknown_prediction"
+
+
+class FeedbackDuplicate(ServerError):
+    status_code = 409
+    kind = "feedback_duplicate"
+
+
+class PredictionExpired(ServerError):
+    """Feedback for an id issued here but no longer pending (evicted or too old)."""
+
+    status_code = 410
+    kind = "prediction_expired"
+
+
 class MethodNotAllowed(ServerError):
     status_code = 405
     kind = "method_not_allowed"

@@ -132,6 +132,7 @@ def _classification(output: Any, index: int) -> int:
 def encode_result(result: InferResult, request_id: str) -> pb.ModelInferResponse:
     m = result.model
     response = pb.ModelInferResponse(model_name=m.name, model_version=m.version, id=request_id)
+    response.parameters["prediction_id"].string_param = result.prediction_id
     for output in result.outputs:
         response.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
         response.raw_output_contents.append(output.as_raw())

@@ -13,7 +13,7 @@ is the only writer and the scrape runs on it too, so no lock is needed.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +26,12 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -52,11 +57,14 @@ LATENCY_BUCKETS = (
     10.0,
 )
 UNMATCHED = "unmatched"
+FEEDBACK_CORRECT = "correct"
+FEEDBACK_INCORRECT = "incorrect"
 
 
 class _RequestSeries(Collector):
     """api_predictions_total, api_prediction_latency_seconds, api_requests_total,
-    api_errors_total: counted in plain Python, exposed at scrape time."""
+    api_errors_total, api_feedback_total, api_feedback_pending, api_shadow_total: counted in
+    plain Python, exposed at scrape time."""
 
     def __init__(self) -> None:
         self.species: list[str] = []
@@ -66,6 +74,9 @@ class _RequestSeries(Collector):
         self.latency_sum = 0.0
         self.requests: dict[tuple[str, int], int] = {}
         self.errors: dict[tuple[str, str], int] = {}
+        self.feedback = {FEEDBACK_CORRECT: 0, FEEDBACK_INCORRECT: 0}  # rows, by result
+        self.pending: Callable[[], int] = lambda: 0
+        self.shadow: dict[tuple[str, str], int] = {}  # (shadow_version, result) → requests
 
     def collect(self) -> Iterator[Metric]:
         predictions = CounterMetricFamily(
@@ -106,6 +117,33 @@ class _RequestSeries(Collector):
         for (endpoint, kind), count in sorted(self.errors.items()):
             errors.add_metric([endpoint, kind], count)
         yield errors
+        yield from self._live_accuracy()
+
+    def _live_accuracy(self) -> Iterator[Metric]:
+        feedback = CounterMetricFamily(
+            "api_feedback",
+            "Rows whose true species came back as feedback, by model version and whether the "
+            "prediction was correct (live accuracy = correct / all).",
+            labels=["model_version", "result"],
+        )
+        if self.version:
+            for result, count in self.feedback.items():
+                feedback.add_metric([self.version, result], count)
+        yield feedback
+        yield GaugeMetricFamily(
+            "api_feedback_pending",
+            "Prediction ids kept for feedback (at most FEEDBACK_CAPACITY).",
+            value=self.pending(),
+        )
+        shadow = CounterMetricFamily(
+            "api_shadow",
+            "Prediction requests copied to the shadow (candidate) server, by the version it "
+            "reported and result: agree/disagree with this server's answer, failed, dropped.",
+            labels=["model_version", "shadow_version", "result"],
+        )
+        for (shadow_version, result), count in sorted(self.shadow.items()):
+            shadow.add_metric([self.version, shadow_version, result], count)
+        yield shadow
 
 
 class Metrics:
@@ -188,6 +226,20 @@ class Metrics:
         key = (endpoint, kind)
         errors = self._series.errors
         errors[key] = errors.get(key, 0) + 1
+
+    def observe_feedback(self, rows: int, correct: int) -> None:
+        feedback = self._series.feedback
+        feedback[FEEDBACK_CORRECT] += correct
+        feedback[FEEDBACK_INCORRECT] += rows - correct
+
+    def count_pending(self, pending: Callable[[], int]) -> None:
+        """Where api_feedback_pending is read at scrape time."""
+        self._series.pending = pending
+
+    def count_shadow(self, shadow_version: str, result: str) -> None:
+        key = (shadow_version, result)
+        shadow = self._series.shadow
+        shadow[key] = shadow.get(key, 0) + 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,6 +24,7 @@ from .schemas import (
     BATCH_ADAPTER,
     BINARY_INFER_ADAPTER,
     CLIENT_INFER_ADAPTER,
+    FEEDBACK_ADAPTER,
     PREDICT_ADAPTER,
     BinaryInferRequest,
     ClientInferRequest,
@@ -69,12 +70,16 @@ def predict(plane: DataPlane, request: HttpRequest) -> HttpResponse:
     req = validate(PREDICT_ADAPTER, request.body)
     row = [req.sepal_length, req.sepal_width, req.petal_length, req.petal_width]
     p = plane.predict_row(row, request.started)
+    species = p.model.classes[p.indices[0]]
+    if plane.shadow is not None:
+        plane.shadow.copy("/predict", request.headers, request.body, p.prediction_id, [species])
     return json_response(
         {
-            "species": p.model.classes[p.indices[0]],
+            "species": species,
             "probability": p.top[0],
             "processing_time": p.elapsed,
             "model_version": p.model.version,
+            "prediction_id": p.prediction_id,
         }
     )
 
@@ -89,6 +94,9 @@ def predict_batch(plane: DataPlane, request: HttpRequest) -> HttpResponse:
     )
     p = plane.predict_rows(x, request.started)
     classes = p.model.classes
+    if plane.shadow is not None:
+        labels = [classes[i] for i in p.indices]
+        plane.shadow.copy("/predict/batch", request.headers, request.body, p.prediction_id, labels)
     return json_response(
         {
             "predictions": [
@@ -97,6 +105,21 @@ def predict_batch(plane: DataPlane, request: HttpRequest) -> HttpResponse:
             ],
             "processing_time": p.elapsed,
             "model_version": p.model.version,
+            "prediction_id": p.prediction_id,
+        }
+    )
+
+
+def feedback(plane: DataPlane, request: HttpRequest) -> HttpResponse:
+    req = validate(FEEDBACK_ADAPTER, request.body)
+    species = [req.species] if isinstance(req.species, str) else req.species
+    verdict = plane.record_feedback(req.prediction_id, species)
+    return json_response(
+        {
+            "prediction_id": req.prediction_id,
+            "model_version": plane.serving().version,
+            "rows": verdict.rows,
+            "correct": verdict.correct,
         }
     )
 
@@ -110,6 +133,7 @@ ENDPOINTS = [
     "GET /metrics",
     "POST /predict",
     "POST /predict/batch",
+    "POST /feedback",
     "GET /v2",
     "GET /v2/health/live",
     "GET /v2/health/ready",
@@ -191,6 +215,10 @@ def infer(plane: DataPlane, request: HttpRequest) -> HttpResponse:
     _check_body_names(req, name, version)
     outputs, binary = _requested_outputs(req)
     result = plane.infer(name, version, tensors, outputs, request.started)
+    if plane.shadow is not None:
+        labels = [result.model.classes[i] for i in result.indices]
+        path = f"/v2/models/{name}/infer"  # the shadow serves another version
+        plane.shadow.copy(path, request.headers, request.body, result.prediction_id, labels)
     return _infer_response(result, req.id, binary)
 
 
@@ -311,7 +339,12 @@ def _infer_response(
         else:
             tensor["data"] = output.as_list()
         outputs.append(tensor)
-    body: dict[str, Any] = {"model_name": m.name, "model_version": m.version, "outputs": outputs}
+    body: dict[str, Any] = {
+        "model_name": m.name,
+        "model_version": m.version,
+        "outputs": outputs,
+        "parameters": {"prediction_id": result.prediction_id},
+    }
     if request_id is not None:
         body["id"] = request_id
     header = orjson.dumps(body)

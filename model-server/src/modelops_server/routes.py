@@ -26,6 +26,7 @@ from .schemas import (
     REQUEST_MODELS,
     BatchResponse,
     ErrorBody,
+    FeedbackResponse,
     InferResponse,
     ModelMetadata,
     PredictResponse,
@@ -50,6 +51,11 @@ def _errors() -> dict[int | str, dict[str, Any]]:
 
 
 ERRORS = _errors()
+FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "unknown prediction id (another replica's?)"},
+    409: {"model": ErrorBody, "description": "feedback for this id was already recorded"},
+    410: {"model": ErrorBody, "description": "prediction id expired"},
+}
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,9 @@ ROUTES: tuple[Route, ...] = (
           "Classify many flowers in one request", {200: {"model": BatchResponse}, **ERRORS},
           body="BatchRequest"),
     _ANY[2],
+    Route("POST", "/feedback", rest.feedback, "feedback",
+          "The true species of a prediction (live accuracy)",
+          {200: {"model": FeedbackResponse}, **ERRORS, **FEEDBACK_ERRORS}, body="FeedbackRequest"),
     Route("GET", "/", rest.root, "root", "Describe the service and the served model"),
     Route("GET", "/healthz", rest.healthz, "healthz", "Liveness: the process answers",
           limited=False),

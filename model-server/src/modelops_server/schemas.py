@@ -51,6 +51,7 @@ class PredictResponse(BaseModel):
     probability: float = Field(description="probability of the predicted class")
     processing_time: float = Field(description="seconds spent validating and predicting")
     model_version: str
+    prediction_id: str = Field(description="send the true species to POST /feedback with it")
 
 
 class BatchRequest(BaseModel):
@@ -70,6 +71,35 @@ class BatchResponse(BaseModel):
     predictions: list[BatchPrediction]
     processing_time: float
     model_version: str
+    prediction_id: str = Field(description="one id for the request's rows (POST /feedback)")
+
+
+class FeedbackRequest(BaseModel):
+    """The true species of a prediction's rows: the live accuracy of the version that
+    answered counts them (once per prediction id)."""
+
+    model_config = ConfigDict(
+        **_STRICT,
+        json_schema_extra={"examples": [{"prediction_id": "3f9c01aa-17", "species": "setosa"}]},
+    )
+
+    prediction_id: str = Field(
+        min_length=1, max_length=64, description="the prediction_id the prediction returned"
+    )
+    species: (
+        Annotated[str, Field(min_length=1, max_length=64)]
+        | list[Annotated[str, Field(min_length=1, max_length=64)]]
+    ) = Field(
+        description="the true species: one name for a one-row prediction, else a list in the "
+        "order of the request's rows"
+    )
+
+
+class FeedbackResponse(BaseModel):
+    prediction_id: str
+    model_version: str = Field(description="the version whose live accuracy counted it")
+    rows: int
+    correct: int = Field(description="rows the prediction got right")
 
 
 class ErrorDetail(BaseModel):
@@ -167,7 +197,13 @@ class ModelMetadata(BaseModel):
 PREDICT_ADAPTER: TypeAdapter[PredictRequest] = TypeAdapter(PredictRequest)
 BATCH_ADAPTER: TypeAdapter[BatchRequest] = TypeAdapter(BatchRequest)
 INFER_ADAPTER: TypeAdapter[InferRequest] = TypeAdapter(InferRequest)
-REQUEST_MODELS: tuple[type[BaseModel], ...] = (PredictRequest, BatchRequest, InferRequest)
+FEEDBACK_ADAPTER: TypeAdapter[FeedbackRequest] = TypeAdapter(FeedbackRequest)
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (
+    PredictRequest,
+    BatchRequest,
+    InferRequest,
+    FeedbackRequest,
+)
 
 
 class ClientInferRequest(InferRequest):

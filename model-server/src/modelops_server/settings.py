@@ -65,6 +65,29 @@ class ServerSettings(BaseSettings):
     max_connections: int = Field(
         default=2048, ge=1, description="open HTTP connections; connections beyond are closed"
     )
+    feedback_capacity: int = Field(
+        default=100_000,
+        ge=1,
+        le=10_000_000,
+        description="prediction ids kept for feedback (the oldest is dropped beyond; "
+        "~150 bytes each)",
+    )
+    feedback_ttl_seconds: float = Field(
+        default=600.0, gt=0, description="feedback is accepted this long after the prediction"
+    )
+    shadow_url: str | None = Field(
+        default=None,
+        pattern=r"^http://[^/?#]+$",
+        description="http://host:port of a shadow (candidate) server: every prediction request "
+        "is copied to it after the answer is sent, its answers only compared and counted",
+    )
+    shadow_queue: int = Field(
+        default=1024, ge=1, description="copies waiting for the shadow; beyond, copies are dropped"
+    )
+    shadow_concurrency: int = Field(default=4, ge=1, le=64, description="connections to the shadow")
+    shadow_timeout: float = Field(
+        default=2.0, gt=0, description="a copy the shadow has not answered within this fails (s)"
+    )
     retry_after: int = Field(
         default=1, ge=0, description="Retry-After seconds sent with a 503 for overload"
     )

@@ -1,4 +1,4 @@
-"""One reconcile pass, written once: observe → harvest → plan → write → status → events.
+"""One reconcile pass, written once: observe → harvest → analyse → plan → write → status → events.
 
 A :class:`Driver` is where the pass reads and writes: the cluster (:class:`modelops.kube.Kube`:
 API reads and writes, Events) or local mode (:class:`modelops.local.driver.LocalDriver`:
@@ -16,6 +16,7 @@ from modelops_contract.clock import now_rfc3339
 
 from .core.harvest import Failed, NeedsLog, Succeeded, read_outcome
 from .core.plan import harvest_needed, plan
+from .core.rollout import AnalysisRequest, QueryResults, analysis_request
 from .core.state import Event, Observed, Plan, Ref
 from .core.status import reject
 from .settings import Settings
@@ -46,6 +47,9 @@ class Driver(Protocol):
     def save_status(self, cr: Mapping[str, Any], status: Mapping[str, Any]) -> None: ...
 
     def emit(self, cr: Mapping[str, Any], event: Event) -> None: ...
+
+    def analyse(self, cr: Mapping[str, Any], request: AnalysisRequest) -> QueryResults:
+        """Run a rollout analysis' queries (errors come back in the result, not raised)."""
 
 
 def harvest(
@@ -107,6 +111,11 @@ def reconcile(driver: Driver, namespace: str, name: str) -> tuple[Mapping[str, A
     cr, observed = found
     outcomes = harvest(driver, cr, observed)
     now = now_rfc3339()
-    result = plan(cr, observed, outcomes, driver.settings, now)
+    request = analysis_request(cr, driver.settings, now)
+    analysis = None
+    if request is not None:
+        refused = QueryResults(error=request.problem) if request.problem else None
+        analysis = refused or driver.analyse(cr, request)
+    result = plan(cr, observed, outcomes, driver.settings, now, analysis)
     carry_out(driver, cr, result, now)
     return cr, result

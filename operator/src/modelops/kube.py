@@ -24,10 +24,11 @@ from kubernetes.client.exceptions import ApiException
 
 from modelops_contract.clock import now_rfc3339
 
-from . import engine, metrics
+from . import engine, metrics, prometheus
 from .core import render
 from .core.drift import rollout_stalled, template_version
 from .core.harvest import job_finished
+from .core.rollout import AnalysisRequest, QueryResults
 from .core.state import Event, Observed, Plan, Ref
 from .names import (
     API_VERSION,
@@ -464,6 +465,8 @@ class Kube:
             server_pods=serving,
             service=services.get(render.service_name(name)),
             loadgen=deployments.get(render.loadgen_name(name)),
+            candidate=deployments.get(render.candidate_name(name)),
+            candidate_service=services.get(render.candidate_name(name)),
             service_monitor=service_monitor,
             pod_monitor=pod_monitor,
             monitoring_crds=monitoring,
@@ -538,6 +541,9 @@ class Kube:
         if cr is None or cr["metadata"].get("deletionTimestamp"):
             return None
         return cr, self.observe(cr, lists, fetched)
+
+    def analyse(self, cr: Mapping[str, Any], request: AnalysisRequest) -> QueryResults:
+        return prometheus.run(request, self.settings.prometheus_timeout_seconds)
 
     def reconcile(self, namespace: str, name: str) -> Plan | None:
         """One pass for one ModelDeployment; what it did (None: the resource is gone)."""

@@ -33,6 +33,12 @@ COMPONENT_TRAINER: Final = "trainer"
 COMPONENT_MODEL: Final = "model"
 COMPONENT_SERVER: Final = "server"
 COMPONENT_LOADGEN: Final = "loadgen"
+# A Shadow candidate's pods: servers that get copies of live requests, never clients' requests
+# (the Service selects component=server only; dashboards of served traffic leave them out).
+COMPONENT_SHADOW: Final = "shadow"
+# The candidate Deployment's pods (Shadow and Canary) carry this label; the stable ones do not.
+LABEL_TRACK: Final = "modelops.dev/track"
+TRACK_CANDIDATE: Final = "candidate"
 
 # The label every scrape target carries for the ModelDeployment it belongs to (and the
 # operator's own per-resource metrics use the same name).
@@ -54,6 +60,37 @@ REJECTED: Final = "Rejected"
 # history[].outcome only (training failed, no gate ran) / gate.result only (not decided yet)
 OUTCOME_FAILED: Final = "Failed"
 GATE_PENDING: Final = "Pending"
+
+# history[].outcome only: accepted by the gate, then rolled back by the live analysis.
+OUTCOME_ROLLED_BACK: Final = "RolledBack"
+
+# spec.rollout.strategy, status.rollout.state and status.rollout.lastAnalysis.result ---------
+STRATEGY_DIRECT: Final = "Direct"
+STRATEGY_SHADOW: Final = "Shadow"
+STRATEGY_CANARY: Final = "Canary"
+STRATEGIES: Final = (STRATEGY_DIRECT, STRATEGY_SHADOW, STRATEGY_CANARY)
+ROLLOUT_PROGRESSING: Final = "Progressing"  # a step runs (replicas coming up, or its pause)
+ROLLOUT_PAUSED: Final = "Paused"  # the analysis could not run (Prometheus unreachable)
+ROLLOUT_PROMOTING: Final = "Promoting"  # every step passed: the stable servers take it over
+ROLLOUT_PROMOTED: Final = "Promoted"
+ROLLOUT_ROLLED_BACK: Final = "RolledBack"
+ROLLOUT_STATES: Final = (
+    ROLLOUT_PROGRESSING,
+    ROLLOUT_PAUSED,
+    ROLLOUT_PROMOTING,
+    ROLLOUT_PROMOTED,
+    ROLLOUT_ROLLED_BACK,
+)
+ANALYSIS_PASSED: Final = "Passed"
+ANALYSIS_FAILED: Final = "Failed"
+ANALYSIS_INCONCLUSIVE: Final = "Inconclusive"  # too few samples yet: the step goes on
+ANALYSIS_UNAVAILABLE: Final = "Unavailable"  # Prometheus could not be queried
+ANALYSIS_RESULTS: Final = (
+    ANALYSIS_PASSED,
+    ANALYSIS_FAILED,
+    ANALYSIS_INCONCLUSIVE,
+    ANALYSIS_UNAVAILABLE,
+)
 
 # status.conditions[].type -------------------------------------------------------------------
 CONDITION_TRAINED: Final = "Trained"
@@ -98,6 +135,14 @@ TRAINER_WAITING_REASONS: Final = (
     "CreateContainerConfigError",
     "CreateContainerError",
 )
+# Why the live analysis rolled a candidate back, or cannot run.
+REASON_LIVE_ACCURACY: Final = "LiveAccuracyBelowStable"
+REASON_ERROR_RATIO: Final = "ErrorRatioAboveThreshold"
+REASON_LATENCY: Final = "LatencyAboveThreshold"
+REASON_AGREEMENT: Final = "AgreementBelowThreshold"
+REASON_PROMETHEUS_UNAVAILABLE: Final = "PrometheusUnavailable"
+REASON_FEW_SAMPLES: Final = "TooFewSamples"
+REASON_WITHIN_THRESHOLDS: Final = "WithinThresholds"
 REASON_UNKNOWN: Final = "Unknown"
 
 # Event reasons ------------------------------------------------------------------------------
@@ -109,6 +154,11 @@ EVENT_GATE_REJECTED: Final = "GateRejected"
 EVENT_ROLLED_OUT: Final = "RolledOut"
 EVENT_ROLLOUT_STALLED: Final = "RolloutStalled"
 EVENT_CHILD_REJECTED: Final = REASON_CHILD_REJECTED
+EVENT_ROLLOUT_STARTED: Final = "RolloutStarted"
+EVENT_ANALYSIS_PASSED: Final = "AnalysisPassed"
+EVENT_ROLLOUT_PAUSED: Final = "RolloutPaused"
+EVENT_PROMOTED: Final = "Promoted"
+EVENT_ROLLED_BACK: Final = "RolledBack"
 # Local mode only: what a kubelet or controller would report in a cluster.
 EVENT_SERVER_EXITED: Final = "ServerExited"
 EVENT_SERVER_NOT_READY: Final = "ServerNotReady"

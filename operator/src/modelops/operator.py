@@ -96,6 +96,8 @@ class Queue:
         self._reading: set[tuple[str, str]] = set()
         # The newest generation a queued or running pass was scheduled for.
         self._generation: dict[tuple[str, str], int] = {}
+        # One pending "pass again later" per resource (a rollout's pause), the latest asked.
+        self._later: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     def schedule(
         self,
@@ -193,6 +195,7 @@ class Queue:
             metrics.forget(namespace, name)
             metrics.RECONCILES.labels("ok").inc()
             return None
+        self._requeue(key, result.requeue_after)
         changed = result.writes > 0
         metrics.RECONCILES.labels("changed" if changed else "ok").inc()
         if changed:
@@ -210,10 +213,24 @@ class Queue:
             )
         return None
 
+    def _requeue(self, key: tuple[str, str], delay: float | None) -> None:
+        old = self._later.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if delay is not None:
+            self._later[key] = asyncio.get_running_loop().call_later(delay, self._fire_later, key)
+
+    def _fire_later(self, key: tuple[str, str]) -> None:
+        self._later.pop(key, None)
+        self.schedule(*key)
+
     async def drain(self, timeout: float = 10.0) -> None:
         """Stop: no new passes, the ones in flight finish (a pass in a thread cannot be
         cancelled, and a successor must not act while it still writes), the rest is dropped."""
         self._closed = True
+        for handle in self._later.values():
+            handle.cancel()
+        self._later.clear()
         if self._inflight:
             await asyncio.wait(list(self._inflight), timeout=timeout)
         tasks = list(self._running.values())

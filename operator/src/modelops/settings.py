@@ -48,6 +48,23 @@ class Settings:
     dataset_url_hosts: tuple[str, ...] = ()
     dataset_max_bytes: int = 64 * 1024 * 1024
     dataset_timeout_seconds: float = 30.0
+    # The Prometheus a Shadow or Canary rollout's analysis queries (spec.rollout.analysis.
+    # prometheusURL overrides it per resource); the bundled one by default.
+    prometheus_url: str = "http://prometheus-service.modelops-system.svc:9090"
+    prometheus_timeout_seconds: float = 5.0
+    # Prometheus URLs (prefixes) a spec may name instead; empty: only prometheus_url. The
+    # operator sends queries there and writes what comes back into the status.
+    prometheus_allowed_urls: tuple[str, ...] = ()
+
+    def prometheus_problem(self, url: str) -> str:
+        """Why a ModelDeployment may not have its analysis queried at ``url`` ("" if it may)."""
+        if url == self.prometheus_url or url.startswith(self.prometheus_allowed_urls or ("\0",)):
+            return ""
+        return (
+            f"spec.rollout.analysis.prometheusURL {url} is not allowed by the operator's "
+            "settings (MODELOPS_PROMETHEUS_ALLOWED_URLS); leave it empty to use "
+            f"{self.prometheus_url}, or ask the cluster admin"
+        )
 
     def image_allowed(self, image: str) -> bool:
         if self.allowed_image_prefixes:
@@ -135,6 +152,11 @@ class Settings:
             dataset_timeout_seconds=number(
                 "MODELOPS_DATASET_TIMEOUT_SECONDS", base.dataset_timeout_seconds, 1, 3600
             ),
+            prometheus_url=text("MODELOPS_PROMETHEUS_URL", base.prometheus_url),
+            prometheus_timeout_seconds=number(
+                "MODELOPS_PROMETHEUS_TIMEOUT_SECONDS", base.prometheus_timeout_seconds, 0.1, 60
+            ),
+            prometheus_allowed_urls=words("MODELOPS_PROMETHEUS_ALLOWED_URLS", ()),
         )
 
 

@@ -149,6 +149,43 @@ class LoadGenerator:
 
 
 @dataclass(frozen=True)
+class Analysis:
+    """Thresholds of a rollout's analysis (spec.rollout.analysis)."""
+
+    prometheus_url: str
+    min_samples: int
+    max_accuracy_drop: float
+    min_agreement: float
+    max_error_ratio: float
+    max_latency_p99_seconds: float
+
+
+@dataclass(frozen=True)
+class Rollout:
+    strategy: str
+    steps: tuple[int, ...]  # Canary weights in percent, increasing
+    pause_seconds: int
+    analysis: Analysis
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rollout:
+        analysis = data["analysis"]
+        return cls(
+            strategy=str(data["strategy"]),
+            steps=tuple(sorted({int(s) for s in data["steps"]})),
+            pause_seconds=int(data["pauseSeconds"]),
+            analysis=Analysis(
+                prometheus_url=str(analysis.get("prometheusURL") or ""),
+                min_samples=int(analysis["minSamples"]),
+                max_accuracy_drop=float(analysis["maxAccuracyDrop"]),
+                min_agreement=float(analysis["minAgreement"]),
+                max_error_ratio=float(analysis["maxErrorRatio"]),
+                max_latency_p99_seconds=float(analysis["maxLatencyP99Seconds"]),
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class ModelDeploymentSpec:
     """A defaulted spec. Build it with :meth:`from_dict` (which applies the schema defaults)."""
 
@@ -162,6 +199,7 @@ class ModelDeploymentSpec:
     serving: Serving
     load_generator: LoadGenerator
     scrape_interval: str
+    rollout: Rollout
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelDeploymentSpec:
@@ -202,4 +240,5 @@ class ModelDeploymentSpec:
                 endpoint=data["loadGenerator"]["endpoint"],
             ),
             scrape_interval=data["monitoring"]["scrapeInterval"],
+            rollout=Rollout.from_dict(data["rollout"]),
         )

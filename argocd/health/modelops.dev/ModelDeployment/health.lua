@@ -7,7 +7,11 @@
 --
 --   Healthy      phase Serving, servingVersion == spec.modelVersion, status of this generation
 --   Progressing  no status yet, status of an older generation, Pending/Training/RollingOut
+--                (a Shadow or Canary rollout in progress, or paused for its analysis, is
+--                RollingOut; the Progressing condition says which step and why)
 --   Degraded     phase Degraded or Failed, or the gate rejected the version Git asks for
+--                (a candidate the live analysis rolled back is Degraded: still serving the
+--                stable version)
 --                (the message is the CR's own: gate message, Degraded or Trained condition)
 --   Unknown      a phase this script does not know (a newer operator)
 -- Missing is Argo CD's own verdict for an object that does not exist; it never runs this script.

@@ -251,7 +251,9 @@ def converge_children(state: PlanState) -> None:
     if state.target is not None:
         # The digest the server is pinned to: the operator's own record, never the store's.
         sha = known_sha(state.history, state.outcomes, state.target)
-        server = render.server_deployment(cr, spec, settings, state.target, sha)
+        server = render.server_deployment(
+            cr, spec, settings, state.target, sha, state.stable_replicas, state.shadow_url
+        )
         if state.blocked is None or observed.server is None:
             wanted.append((server, observed.server))
         # Load only once something serves: before, every request would fail.

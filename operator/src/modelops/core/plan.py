@@ -14,7 +14,7 @@ from typing import Any
 from .. import names
 from ..settings import Settings
 from ..spec import ModelDeploymentSpec
-from . import phases, status
+from . import phases, rollout, status
 from .harvest import Failed, Succeeded, job_finished
 from .state import Observed, Plan, PlanState
 
@@ -30,7 +30,9 @@ PHASES: tuple[Phase, ...] = (
     phases.run_gate,
     phases.start_training,
     phases.choose_target,
+    rollout.plan_rollout,
     phases.converge_children,
+    rollout.converge_candidate,
     phases.advance_serving,
     phases.check_progress,
     phases.prune,
@@ -44,9 +46,11 @@ def plan(
     outcomes: Mapping[str, Succeeded | Failed],
     settings: Settings,
     now: str,
+    analysis: rollout.QueryResults | None = None,
 ) -> Plan:
-    """Everything one reconcile pass should write. ``now`` is an RFC 3339 timestamp."""
-    state = PlanState.start(cr, observed, outcomes, settings, now)
+    """Everything one reconcile pass should write. ``now`` is an RFC 3339 timestamp;
+    ``analysis`` the results of :func:`rollout.analysis_request`'s queries, when one was due."""
+    state = PlanState.start(cr, observed, outcomes, settings, now, analysis)
     for phase in PHASES:
         phase(state)
     return state.result

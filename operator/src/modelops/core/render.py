@@ -21,14 +21,17 @@ from ..names import (
     COMPONENT_LOADGEN,
     COMPONENT_MODEL,
     COMPONENT_SERVER,
+    COMPONENT_SHADOW,
     COMPONENT_TRAINER,
     KIND,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     LABEL_NAME,
     LABEL_SCRAPE,
+    LABEL_TRACK,
     LABEL_VERSION,
     MANAGED_BY,
+    TRACK_CANDIDATE,
 )
 from ..settings import Settings
 from ..spec import ModelDeploymentSpec
@@ -72,6 +75,11 @@ def server_name(name: str) -> str:
 
 def service_name(name: str) -> str:
     return name
+
+
+def candidate_name(name: str) -> str:
+    """The candidate Deployment of a Shadow or Canary rollout (and a Shadow's Service)."""
+    return f"{name}-candidate"
 
 
 def loadgen_name(name: str) -> str:
@@ -372,6 +380,7 @@ def server_env(
     home: str = "/tmp",
     model_sha256: str = "",
     grpc_port: int = GRPC_PORT,
+    shadow_url: str = "",
 ) -> dict[str, str]:
     """The model server's environment (its settings contract); local mode starts its
     processes with the same, pointed at loopback and the state directory."""
@@ -388,28 +397,27 @@ def server_env(
         env["MODELOPS_SERVER_MODEL_SHA256"] = model_sha256
     if host is not None:
         env["MODELOPS_SERVER_HOST"] = host
+    if shadow_url:
+        # Shadow rollout: every prediction request is copied there after it is answered.
+        env["MODELOPS_SERVER_SHADOW_URL"] = shadow_url
     return {**env, "HOME": home, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def server_deployment(
-    cr: Mapping[str, Any],
+def _server_container(
     spec: ModelDeploymentSpec,
     settings: Settings,
     version: str,
-    model_sha256: str,
-) -> Manifest:
-    """Model-server Deployment running ``version`` (surge rollout: no downtime)."""
-    name = cr["metadata"]["name"]
+    env: Mapping[str, str],
+    tmp_mount: dict[str, Any],
+) -> dict[str, Any]:
     port = spec.serving.port
-    artifact_dir = f"{MODELS_MOUNT}/{version}"
-    tmp_volume, tmp_mount = _tmp_volume()
     probe = {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5}
-    container = {
+    return {
         "name": "server",
         "image": spec.serving.image or settings.server_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["modelops-server"],
-        "env": _env(server_env(name, spec, artifact_dir, port, model_sha256=model_sha256)),
+        "env": _env(env),
         "ports": [
             {"name": "http", "containerPort": port, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -434,9 +442,30 @@ def server_deployment(
         "securityContext": container_security_context(),
         "volumeMounts": [
             tmp_mount,
-            {"name": "model", "mountPath": artifact_dir, "readOnly": True},
+            {"name": "model", "mountPath": f"{MODELS_MOUNT}/{version}", "readOnly": True},
         ],
     }
+
+
+def server_deployment(
+    cr: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    settings: Settings,
+    version: str,
+    model_sha256: str,
+    replicas: int | None = None,
+    shadow_url: str = "",
+) -> Manifest:
+    """Model-server Deployment running ``version`` (surge rollout: no downtime); a rollout
+    may hold fewer ``replicas`` (Canary) or copy requests to ``shadow_url`` (Shadow)."""
+    name = cr["metadata"]["name"]
+    port = spec.serving.port
+    tmp_volume, tmp_mount = _tmp_volume()
+    env = server_env(
+        name, spec, f"{MODELS_MOUNT}/{version}", port, model_sha256=model_sha256,
+        shadow_url=shadow_url,
+    )  # fmt: skip
+    container = _server_container(spec, settings, version, env, tmp_mount)
     volumes = [
         tmp_volume,
         {
@@ -451,7 +480,7 @@ def server_deployment(
         "kind": "Deployment",
         "metadata": _metadata(cr, server_name(name), COMPONENT_SERVER, version),
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": spec.replicas if replicas is None else replicas,
             "selector": {"matchLabels": server_selector(name)},
             "strategy": {
                 "type": "RollingUpdate",
@@ -471,6 +500,40 @@ def server_deployment(
             },
         },
     }
+
+
+def candidate_deployment(
+    cr: Mapping[str, Any],
+    spec: ModelDeploymentSpec,
+    settings: Settings,
+    version: str,
+    model_sha256: str,
+    replicas: int,
+    shadow: bool,
+) -> Manifest:
+    """The candidate's servers. Canary: labelled like the stable pods, so the one Service sends
+    them their share of connections. Shadow: component "shadow", so the Service does not select
+    them; they get copies from the stable servers through the candidate Service."""
+    name = cr["metadata"]["name"]
+    deployment = server_deployment(cr, spec, settings, version, model_sha256, replicas)
+    component = COMPONENT_SHADOW if shadow else COMPONENT_SERVER
+    track = {LABEL_TRACK: TRACK_CANDIDATE}
+    deployment["metadata"] = _metadata(cr, candidate_name(name), component, version)
+    deployment["metadata"]["labels"].update(track)
+    template = deployment["spec"]["template"]["metadata"]
+    template["labels"] = {**labels(name, component, version), LABEL_SCRAPE: "true", **track}
+    # Its own selector (immutable): the stable Deployment never counts these pods as its own.
+    deployment["spec"]["selector"] = {"matchLabels": {LABEL_NAME: name, **track}}
+    return deployment
+
+
+def candidate_service(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> Manifest:
+    """Shadow: where the stable servers send their copies (the candidate's pods only)."""
+    name = cr["metadata"]["name"]
+    manifest = service(cr, spec)
+    manifest["metadata"] = _metadata(cr, candidate_name(name), COMPONENT_SHADOW)
+    manifest["spec"]["selector"] = {LABEL_NAME: name, LABEL_TRACK: TRACK_CANDIDATE}
+    return manifest
 
 
 def service(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> Manifest:
@@ -589,7 +652,17 @@ def service_monitor(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> Manifes
         "kind": "ServiceMonitor",
         "metadata": _metadata(cr, monitor_name(name), COMPONENT_SERVER),
         "spec": {
-            "selector": {"matchLabels": {LABEL_NAME: name, LABEL_COMPONENT: COMPONENT_SERVER}},
+            # The server Service, and a Shadow candidate's (Canary pods are behind the first).
+            "selector": {
+                "matchLabels": {LABEL_NAME: name},
+                "matchExpressions": [
+                    {
+                        "key": LABEL_COMPONENT,
+                        "operator": "In",
+                        "values": [COMPONENT_SERVER, COMPONENT_SHADOW],
+                    }
+                ],
+            },
             "endpoints": [{"port": "http", "path": "/metrics", "interval": spec.scrape_interval}],
         },
     }

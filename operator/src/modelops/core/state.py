@@ -6,11 +6,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings
 from ..spec import ModelDeploymentSpec
 from .harvest import Failed, Succeeded
+
+if TYPE_CHECKING:
+    from .rollout import QueryResults
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,9 @@ class Observed:
     loadgen: dict[str, Any] | None = None
     service_monitor: dict[str, Any] | None = None
     pod_monitor: dict[str, Any] | None = None
+    # The candidate of a Shadow or Canary rollout: its Deployment, and its Service (Shadow).
+    candidate: dict[str, Any] | None = None
+    candidate_service: dict[str, Any] | None = None
     # Whether the prometheus-operator CRDs (ServiceMonitor/PodMonitor) are installed.
     monitoring_crds: bool = False
     # Pods of the spec version's trainer Job while it runs (why it may not start).
@@ -55,6 +61,8 @@ class Plan:
     status: dict[str, Any] = field(default_factory=dict)
     status_changed: bool = False
     events: list[Event] = field(default_factory=list)
+    # Run another pass after this many seconds even if nothing changes (a rollout's pause).
+    requeue_after: float | None = None
 
     @property
     def writes(self) -> int:
@@ -96,6 +104,14 @@ class PlanState:
     blocked: tuple[str, str] | None = None
     # Why the servers' rollout of the target stalled (past its progress deadline), if it did.
     stalled: str | None = None
+    # Shadow/Canary rollout (core/rollout.py): the analysis' query results (None: none was due),
+    # status.rollout, and the server children it wants.
+    analysis: QueryResults | None = None
+    rollout_status: dict[str, Any] | None = None
+    candidate_replicas: int = 0  # 0: no candidate Deployment
+    candidate_shadow: bool = False
+    stable_replicas: int | None = None  # None: spec.replicas
+    shadow_url: str = ""  # the stable servers copy live requests here
     result: Plan = field(default_factory=Plan)
 
     @classmethod
@@ -106,6 +122,7 @@ class PlanState:
         outcomes: Mapping[str, Succeeded | Failed],
         settings: Settings,
         now: str,
+        analysis: QueryResults | None = None,
     ) -> PlanState:
         old: dict[str, Any] = copy.deepcopy(cr.get("status") or {})
         return cls(
@@ -120,6 +137,7 @@ class PlanState:
             artifacts=dict(observed.artifacts),
             serving=old.get("servingVersion") or None,
             serving_accuracy=old.get("accuracy"),
+            analysis=analysis,
         )
 
     @property

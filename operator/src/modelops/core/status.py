@@ -28,7 +28,10 @@ def phase_of(state: PlanState) -> str:
         # Training from the pass that creates the Job (no extra status write a pass later).
         started = version in state.observed.jobs or state.job_created or version in state.outcomes
         return names.TRAINING if started else names.PENDING
-    if verdict in (names.OUTCOME_FAILED, names.REJECTED) or state.artifact_missing:
+    if (
+        verdict in (names.OUTCOME_FAILED, names.REJECTED, names.OUTCOME_ROLLED_BACK)
+        or state.artifact_missing
+    ):
         return names.DEGRADED if state.serving else names.FAILED
     if state.stalled is not None:
         return names.DEGRADED if state.serving else names.FAILED
@@ -47,6 +50,13 @@ def gate_of(state: PlanState) -> dict[str, Any]:
             "result": names.GATE_PENDING,
             "reason": names.REASON_TRAINING,
             "message": f"{state.version} is training",
+        }
+    elif state.verdict == names.OUTCOME_ROLLED_BACK:
+        # The gate accepted it; the live analysis rolled it back (status.rollout says why).
+        gate = {
+            "result": names.ACCEPTED,
+            "reason": entry.get("gateReason", ""),
+            "message": entry.get("gateMessage", ""),
         }
     else:
         result = names.ACCEPTED if state.verdict == names.ACCEPTED else names.REJECTED
@@ -113,6 +123,14 @@ def accepted_condition(state: PlanState) -> dict[str, Any]:
             "the gate runs once training has succeeded",
             state.generation,
         )
+    if state.verdict == names.OUTCOME_ROLLED_BACK:
+        return condition(
+            names.CONDITION_ACCEPTED,
+            "True",
+            str(entry.get("gateReason", "")),
+            str(entry.get("gateMessage", "")),
+            state.generation,
+        )
     return condition(
         names.CONDITION_ACCEPTED,
         "True" if state.verdict == names.ACCEPTED else "False",
@@ -167,10 +185,14 @@ def progressing_condition(state: PlanState, phase: str) -> dict[str, Any]:
             state.stalled,
             state.generation,
         )
+    rollout = state.rollout_status or {}
+    rolling = f"rolling the servers out to {version}"
+    if rollout.get("version") == version and rollout.get("message"):
+        rolling = str(rollout["message"])
     message = {
         names.PENDING: f"creating the trainer Job for {version}",
         names.TRAINING: f"training {version}",
-        names.ROLLING_OUT: f"rolling the servers out to {version}",
+        names.ROLLING_OUT: rolling,
     }.get(phase, f"{state.serving or 'nothing'} is serving; nothing in progress")
     return condition(
         names.CONDITION_PROGRESSING,
@@ -248,6 +270,8 @@ def write_status(state: PlanState) -> None:
         status["servingVersion"] = state.serving
     if state.serving_accuracy is not None and state.serving:
         status["accuracy"] = state.serving_accuracy
+    if state.rollout_status:
+        status["rollout"] = state.rollout_status
     state.result.status = status
     state.result.status_changed = status != state.old
 

@@ -23,14 +23,17 @@ from typing import Any
 
 from modelops_contract.clock import now_rfc3339
 
-from .. import engine, names
+from .. import engine, names, prometheus
 from ..core import render
+from ..core.rollout import AnalysisRequest, QueryResults
 from ..core.state import Event, Observed, Plan, Ref
 from ..settings import Settings
 from ..spec import ModelDeploymentSpec
 from .artifacts import Artifacts
 from .loadgen import LoadGenerator
-from .servers import ServerSet
+from .processes import free_port
+from .servers import ServerSet, template_component
+from .service import LocalService
 from .state import LocalPaths, write_json_atomic, write_json_if_changed
 from .trainers import Trainers
 
@@ -55,6 +58,10 @@ class LocalDriver:
     trainers: Trainers = field(init=False)
     artifacts: Artifacts = field(init=False)
     servers: ServerSet = field(init=False)
+    # A Shadow or Canary rollout's candidate Deployment, and (Shadow) its Service.
+    candidates: ServerSet = field(init=False)
+    candidate_service: dict[str, Any] | None = None
+    shadow_service: LocalService = field(init=False)
     loadgen: LoadGenerator = field(init=False)
     _server_applied: bool = False
 
@@ -62,6 +69,13 @@ class LocalDriver:
         self.trainers = Trainers(self.name, self.paths.jobs)
         self.artifacts = Artifacts(self.name, self.paths.models)
         self.servers = ServerSet(self.name, self.paths.models, self.paths.logs, self.on_event)
+        self.candidates = ServerSet(
+            self.name, self.paths.models, self.paths.logs, self.on_event, role="candidate"
+        )
+        self.shadow_service = LocalService(
+            free_port(), lambda: [r.port for r in self.candidates.live() if r.ready]
+        )
+        self.servers.shadow_url = self.shadow_service.url
         self.loadgen = LoadGenerator(self.paths.targets, self.paths.logs, self.on_event)
 
     # -- the custom resource ----------------------------------------------------------------
@@ -123,6 +137,8 @@ class LocalDriver:
             server=self.servers.observed(),
             service=self.service,
             loadgen=self.loadgen_manifest,
+            candidate=self.candidates.observed(),
+            candidate_service=self.candidate_service,
         )
         return cr, observed
 
@@ -147,8 +163,13 @@ class LocalDriver:
     def apply(self, cr: Mapping[str, Any], manifest: Mapping[str, Any]) -> None:
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         spec = ModelDeploymentSpec.from_dict(cr["spec"])
-        if kind == "Service":
+        if kind == "Service" and name == render.candidate_name(self.name):
+            self.candidate_service = copy.deepcopy(dict(manifest))
+        elif kind == "Service":
             self.service = copy.deepcopy(dict(manifest))
+        elif kind == "Deployment" and name == render.candidate_name(self.name):
+            self.candidates.apply(manifest, spec)
+            self._server_applied = True
         elif kind == "Deployment" and name == render.server_name(self.name):
             self.servers.apply(manifest, spec)
             self._server_applied = True
@@ -161,6 +182,11 @@ class LocalDriver:
         if ref.kind == "Deployment" and ref.name == render.loadgen_name(self.name):
             self.loadgen_manifest = None
             self.loadgen.delete()
+        elif ref.kind == "Deployment" and ref.name == render.candidate_name(self.name):
+            self.candidates.deployment = None  # its replicas drain at the next converge
+            self._server_applied = True
+        elif ref.kind == "Service" and ref.name == render.candidate_name(self.name):
+            self.candidate_service = None
         elif ref.kind == "Job":
             self.trainers.delete(ref.name)
         elif ref.kind == "ConfigMap":
@@ -174,6 +200,10 @@ class LocalDriver:
     def emit(self, cr: Mapping[str, Any], event: Event) -> None:
         self.on_event(event)
 
+    def analyse(self, cr: Mapping[str, Any], request: AnalysisRequest) -> QueryResults:
+        # The local Prometheus answers on loopback at once (or refuses at once).
+        return prometheus.run(request, self.settings.prometheus_timeout_seconds)
+
     # -- one pass, with what a kubelet and the controllers do around it ----------------------
 
     async def reconcile(self) -> Plan:
@@ -181,8 +211,11 @@ class LocalDriver:
         done = engine.reconcile(self, NAMESPACE, self.name)
         assert done is not None  # the local resource is never gone
         await self.trainers.start_pending()
+        if self.candidate_service is not None:
+            await self.shadow_service.start()
         if self._server_applied:
             self._server_applied = False
+            await self.candidates.converge()
             await self.servers.converge()
             self._write_targets()
         await self.loadgen.converge(bool(self.serving_urls()))
@@ -190,12 +223,21 @@ class LocalDriver:
 
     async def _settle(self) -> None:
         await self.trainers.poll()
+        await self.candidates.converge()
         await self.servers.converge()
+        if self.candidate_service is None and not self.candidates.replicas:
+            await self.shadow_service.stop()
         self._write_targets()
         await self.loadgen.converge(bool(self.serving_urls()))
 
     def serving_urls(self) -> list[str]:
-        return self.servers.serving_urls()
+        """Where clients' requests go (the Service's endpoints): the stable replicas, and a
+        Canary candidate's (a Shadow candidate only gets copies)."""
+        urls = self.servers.serving_urls()
+        deployment = self.candidates.deployment
+        if deployment is not None and template_component(deployment) == names.COMPONENT_SERVER:
+            urls += self.candidates.serving_urls()
+        return urls
 
     def load_summary(self) -> str | None:
         return self.loadgen.summary()
@@ -211,6 +253,13 @@ class LocalDriver:
                 r.port, names.COMPONENT_SERVER, f"{self.name}-server-{r.port}", r.version
             )
             for r in self.servers.replicas
+            if r.process.running
+        ]
+        candidate = self.candidates.deployment
+        component = template_component(candidate) if candidate else names.COMPONENT_SERVER
+        groups += [
+            self._scrape_group(r.port, component, f"{self.name}-candidate-{r.port}", r.version)
+            for r in self.candidates.replicas
             if r.process.running
         ]
         if self.loadgen.running:
@@ -234,6 +283,8 @@ class LocalDriver:
         """Stop everything: load first (so it sees no errors), then servers and trainers."""
         await self.loadgen.stop()
         await self.servers.stop()
+        await self.candidates.stop()
+        await self.shadow_service.stop()
         await self.trainers.stop()
         with contextlib.suppress(OSError):
             self.paths.targets.unlink()

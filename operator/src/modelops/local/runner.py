@@ -238,7 +238,10 @@ async def run(options: Options, out: TextIO = sys.stdout) -> int:
     for directory in (paths.root, paths.run, paths.logs):
         directory.mkdir(parents=True, exist_ok=True)
     view = StatusView(out, time.monotonic())
-    settings = Settings(log_format="text")
+    # A rollout's analysis queries the Prometheus local mode runs (unless the spec names one).
+    settings = Settings(
+        log_format="text", prometheus_url=f"http://127.0.0.1:{options.prometheus_port}"
+    )
     md = LocalDriver(
         name=name,
         spec=manifest["spec"],

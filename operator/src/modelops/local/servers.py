@@ -36,6 +36,15 @@ def template_version(deployment: Mapping[str, Any]) -> str:
     return str(deployment["spec"]["template"]["metadata"]["labels"][names.LABEL_VERSION])
 
 
+def template_component(deployment: Mapping[str, Any]) -> str:
+    return str(deployment["spec"]["template"]["metadata"]["labels"][names.LABEL_COMPONENT])
+
+
+def _asks_for_shadow(deployment: Mapping[str, Any]) -> bool:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    return any(e["name"] == "MODELOPS_SERVER_SHADOW_URL" for e in containers[0].get("env") or [])
+
+
 @dataclass
 class Replica:
     """One model-server process of the server 'Deployment'."""
@@ -58,6 +67,10 @@ class ServerSet:
     models_dir: Path
     logs_dir: Path
     on_event: Callable[[Event], None]
+    role: str = "server"  # "candidate": a Shadow or Canary rollout's Deployment
+    # Where "the candidate Service" answers locally (the stable servers copy requests to it
+    # when their Deployment asks for MODELOPS_SERVER_SHADOW_URL).
+    shadow_url: str = ""
     deployment: dict[str, Any] | None = None  # last applied Deployment
     spec: ModelDeploymentSpec | None = None  # the spec it was rendered from
     generation: int = 0
@@ -196,11 +209,12 @@ class ServerSet:
             model_sha256=template_sha(self.deployment),
             # Every replica its own ports: the cluster's fixed 8001 would collide here.
             grpc_port=free_port(),
+            shadow_url=self.shadow_url if _asks_for_shadow(self.deployment) else "",
         )
         process = ManagedProcess(
-            name=f"server {version} #{self._seq}",
+            name=f"{self.role} {version} #{self._seq}",
             argv=[executable("modelops-server")],
-            log_path=self.logs_dir / f"server-{version}-{self._seq}.log",
+            log_path=self.logs_dir / f"{self.role}-{version}-{self._seq}.log",
             env=env,
             ready_url=f"http://127.0.0.1:{port}/readyz",
             port=port,

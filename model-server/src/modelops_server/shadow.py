@@ -1,0 +1,176 @@
+"""Shadow traffic: a copy of every prediction request goes to a candidate server, off the path.
+
+The handler answers the client first and only puts the request on a bounded queue (a full queue
+drops the copy and counts it: a slow candidate can never slow the client or grow memory). A few
+workers send the copies over kept-alive connections, compare the candidate's labels with this
+server's and count the result (``api_shadow_total``); the candidate counts its own predictions
+and, once the client's feedback reaches this server, the feedback relayed to it, so its live
+accuracy is measured on real clients' traffic while its answers are never returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from .feedback import FeedbackStore
+    from .metrics import Metrics
+    from .model import LoadedModel
+    from .settings import ServerSettings
+
+log = logging.getLogger("modelops_server.shadow")
+AGREE, DISAGREE, FAILED, DROPPED = "agree", "disagree", "failed", "dropped"
+BINARY_HEADER = "inference-header-content-length"
+FEEDBACK_PATH = "/feedback"
+
+
+class _Connection:
+    """One kept-alive HTTP/1.1 connection to the shadow (our own server always sends
+    Content-Length, so this is all the client it needs)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(
+        self, path: str, headers: Sequence[tuple[str, str]], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in headers)
+        self.writer.write(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body)
+        status = int((await self.reader.readline()).split(b" ", 2)[1])
+        answer: dict[str, str] = {}
+        while line := (await self.reader.readline()).strip():
+            name, _, value = line.decode("latin-1").partition(":")
+            answer[name.strip().lower()] = value.strip()
+        content = await self.reader.readexactly(int(answer.get("content-length", "0")))
+        if answer.get("connection", "").lower() == "close":
+            self.close()
+        return status, answer, content
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+# (path, headers, body, this server's prediction id or "", this server's labels or None)
+_Copy = tuple[str, list[tuple[str, str]], bytes, str, list[str] | None]
+
+
+class Shadow:
+    def __init__(self, settings: ServerSettings, metrics: Metrics, store: FeedbackStore) -> None:
+        assert settings.shadow_url is not None
+        host, _, port = settings.shadow_url.removeprefix("http://").rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port or 80)
+        self.metrics, self.store = metrics, store
+        self.timeout = settings.shadow_timeout
+        self.workers = settings.shadow_concurrency
+        self.queue: asyncio.Queue[_Copy] = asyncio.Queue(settings.shadow_queue)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self, model: LoadedModel) -> None:
+        self.tasks = [asyncio.create_task(self._work()) for _ in range(self.workers)]
+        log.info("shadowing", extra={"shadow": f"{self.host}:{self.port}"})
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+    def copy(
+        self, path: str, headers: dict[str, str], body: bytes, prediction_id: str, labels: list[str]
+    ) -> None:
+        """Queue a copy of a request this server has answered (never waits)."""
+        forwarded = [("content-type", headers.get("content-type", "application/json"))]
+        if BINARY_HEADER in headers:
+            forwarded.append((BINARY_HEADER, headers[BINARY_HEADER]))
+        try:
+            self.queue.put_nowait((path, forwarded, body, prediction_id, labels))
+        except asyncio.QueueFull:
+            self.metrics.count_shadow("", DROPPED)
+
+    def relay_feedback(self, shadow_id: str, species: Sequence[str]) -> None:
+        body = orjson.dumps({"prediction_id": shadow_id, "species": list(species)})
+        with contextlib.suppress(asyncio.QueueFull):  # the shadow's own metrics show the gap
+            self.queue.put_nowait(
+                (FEEDBACK_PATH, [("content-type", "application/json")], body, "", None)
+            )
+
+    async def _work(self) -> None:
+        connection = _Connection(self.host, self.port)
+        while True:
+            path, headers, body, prediction_id, labels = await self.queue.get()
+            try:
+                status, answer_headers, answer = await asyncio.wait_for(
+                    connection.post(path, headers, body), self.timeout
+                )
+            except (TimeoutError, OSError, ValueError, IndexError) as exc:
+                connection.close()
+                if labels is not None:
+                    self.metrics.count_shadow("", FAILED)
+                log.debug("shadow copy failed", extra={"error": repr(exc)})
+                continue
+            if labels is None:
+                continue  # a relayed feedback
+            if status != 200:
+                self.metrics.count_shadow("", FAILED)
+                continue
+            self._compare(answer_headers, answer, prediction_id, labels)
+
+    def _compare(
+        self, headers: dict[str, str], answer: bytes, prediction_id: str, labels: list[str]
+    ) -> None:
+        try:
+            version, shadow_id, shadow_labels = read_answer(headers, answer)
+        except (ValueError, KeyError, TypeError, IndexError):
+            self.metrics.count_shadow("", FAILED)
+            return
+        if shadow_id:
+            self.store.attach_shadow(prediction_id, shadow_id)
+        self.metrics.count_shadow(version, AGREE if shadow_labels == labels else DISAGREE)
+
+
+def read_answer(headers: dict[str, str], answer: bytes) -> tuple[str, str, list[str]]:
+    """(model version, prediction id, labels) of a server's answer to a prediction request:
+    seed, batch, or OIP infer (JSON or binary tensor extension)."""
+    size = headers.get(BINARY_HEADER)
+    raw = b""
+    if size is not None:
+        answer, raw = answer[: int(size)], answer[int(size) :]
+    body: dict[str, Any] = orjson.loads(answer)
+    version = str(body.get("model_version") or "")
+    if "species" in body:
+        return version, str(body.get("prediction_id", "")), [str(body["species"])]
+    if "predictions" in body:
+        labels = [str(p["species"]) for p in body["predictions"]]
+        return version, str(body.get("prediction_id", "")), labels
+    shadow_id = str((body.get("parameters") or {}).get("prediction_id", ""))
+    offset = 0
+    for output in body["outputs"]:
+        data_size = (output.get("parameters") or {}).get("binary_data_size")
+        if output["name"] == "predict":
+            if data_size is None:
+                return version, shadow_id, [str(v) for v in output["data"]]
+            return version, shadow_id, _bytes_tensor(raw[offset : offset + int(data_size)])
+        offset += int(data_size or 0)
+    raise KeyError("the answer has no predict output")
+
+
+def _bytes_tensor(raw: bytes) -> list[str]:
+    """A BYTES tensor of the binary extension: each value a 4-byte little-endian length + bytes."""
+    values, offset = [], 0
+    while offset < len(raw):
+        size = int.from_bytes(raw[offset : offset + 4], "little")
+        values.append(raw[offset + 4 : offset + 4 + size].decode())
+        offset += 4 + size
+    return values
