@@ -101,6 +101,10 @@ def on_node(name: str, pod_spec: dict[str, Any], **labels: str) -> dict[str, Any
     spec["tolerations"] = [*spec.get("tolerations", []), REAL_NODE_TOLERATION]
     spec["nodeSelector"] = {REAL_NODE_LABEL: "true"}
     spec["terminationGracePeriodSeconds"] = 2
+    for container in spec["containers"]:
+        # The rendered drain (a preStop sleep longer than this grace period, which the API
+        # server refuses) is the rollout tests' subject (tests/e2e), not the images'.
+        container.pop("lifecycle", None)
     spec.setdefault("restartPolicy", "Never")
     metadata = {"name": name, "labels": labels}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
