@@ -70,7 +70,7 @@ def items(product: Product, namespace: str, kind: str, selector: str) -> list[di
 def loadgen_counts(product: Product, namespace: str, name: str) -> dict[str, float]:
     """The load generator pod's own request counters by outcome (read through the API
     server's pod proxy: what the generator itself counted), plus its target and achieved
-    rates; {"ok": 0} while it has no running pod yet."""
+    rates; {"ok": 0} while it has no running pod answering yet."""
     pods = [
         p
         for p in items(
@@ -87,9 +87,12 @@ def loadgen_counts(product: Product, namespace: str, name: str) -> dict[str, flo
         return {"ok": 0.0}
     (pod,) = pods
     pod_name = pod["metadata"]["name"]
-    text = product.kubectl(
+    read = product.kubectl.run(
         "get", "--raw", f"/api/v1/namespaces/{namespace}/pods/{pod_name}:9100/proxy/metrics"
     )
+    if read.returncode != 0:  # just started: not listening yet (no "pod" key: not comparable)
+        return {"ok": 0.0}
+    text = read.stdout
     counts: dict[str, float] = {"ok": 0.0}
     for line in text.splitlines():
         if m := re.match(r'loadgen_requests_total\{code="[^"]*",outcome="([a-z_]+)"\} (\S+)', line):
