@@ -77,7 +77,15 @@ def _latest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     ended = [p for p in pods if _terminated(p) is not None]
     if not ended:
         return None
-    return max(ended, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+    # The pod that succeeded holds the result, whatever disrupted pods ended near it (their
+    # creation times have one-second resolution).
+    return max(
+        ended,
+        key=lambda p: (
+            (_terminated(p) or {}).get("exitCode") == 0,
+            str(p["metadata"].get("creationTimestamp", "")),
+        ),
+    )
 
 
 def _memory_limit(pod: Mapping[str, Any] | None) -> str:
