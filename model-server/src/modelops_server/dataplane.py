@@ -334,6 +334,25 @@ _DEFAULT_OUTPUTS = tuple(RequestedOutput(o) for o in OIP_OUTPUTS)
 _MIN, _MAX = np.minimum.reduce, np.maximum.reduce  # without ndarray.min's Python wrapper
 
 
+def raw_values(datatype: str, data: bytes, what: str, field: str) -> np.ndarray:
+    """The values of a tensor sent as raw little-endian bytes (REST binary extension, gRPC
+    raw_input_contents); ``what`` and ``field`` name the bytes in an error."""
+    dtype = _RAW_DTYPES.get(datatype)
+    if dtype is None:
+        return np.empty(0)  # validate() names the unsupported datatype
+    itemsize = np.dtype(dtype).itemsize
+    if len(data) % itemsize:
+        raise InvalidRequest(
+            f"{what}: {len(data)} bytes of {datatype} data is not a whole number of "
+            f"{itemsize}-byte values",
+            [{"field": field, "problem": "not whole values"}],
+        )
+    return np.frombuffer(data, dtype=dtype)
+
+
+_RAW_DTYPES = {"FP32": "<f4", "FP64": "<f8"}
+
+
 def _as_float64(data: Sequence[Any] | np.ndarray, where: str) -> Matrix:
     try:
         return np.asarray(data, dtype=np.float64)

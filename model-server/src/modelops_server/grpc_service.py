@@ -16,9 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-import numpy as np
 
-from .dataplane import DataPlane, InferResult, RequestedOutput, Tensor
+from .dataplane import DataPlane, InferResult, RequestedOutput, Tensor, raw_values
 from .errors import InvalidRequest, ServerError
 from .oip import open_inference_grpc_pb2 as pb
 
@@ -35,7 +34,6 @@ STATUS_CODES = {
 }
 # gRPC channels are long-lived by design; one idle this long is closed.
 GRPC_IDLE_MS = 300_000
-_RAW_DTYPES = {"FP32": "<f4", "FP64": "<f8"}
 _CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents"}
 
 
@@ -95,26 +93,13 @@ def decode_inputs(request: pb.ModelInferRequest) -> list[Tensor]:
         where = f"inputs[{i}]"
         values: Any
         if raw:
-            values = _raw_values(tensor.datatype, raw[i], where)
+            raw_field = f"raw_input_contents[{i}]"
+            values = raw_values(tensor.datatype, raw[i], f"{raw_field} ({where})", raw_field)
         else:
             field = _CONTENTS.get(tensor.datatype)
             values = list(getattr(tensor.contents, field)) if field else []
         tensors.append(Tensor(tensor.datatype, list(tensor.shape), values, where))
     return tensors
-
-
-def _raw_values(datatype: str, data: bytes, where: str) -> np.ndarray:
-    dtype = _RAW_DTYPES.get(datatype)
-    if dtype is None:
-        return np.empty(0)  # the data plane names the unsupported datatype
-    itemsize = np.dtype(dtype).itemsize
-    if len(data) % itemsize:
-        raise InvalidRequest(
-            f"raw_input_contents of {where}: {len(data)} bytes is not a whole number of "
-            f"{itemsize}-byte {datatype} values",
-            [{"field": f"raw_input_contents[{where[7:-1]}]", "problem": "not whole values"}],
-        )
-    return np.frombuffer(data, dtype=dtype)
 
 
 def _classification(output: Any, index: int) -> int:

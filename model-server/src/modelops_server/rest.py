@@ -18,7 +18,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from . import __version__
-from .dataplane import SERVICE, DataPlane, InferResult, RequestedOutput, Tensor
+from .dataplane import SERVICE, DataPlane, InferResult, RequestedOutput, Tensor, raw_values
 from .errors import InvalidRequest, MalformedJSON, ServerError
 from .schemas import (
     BATCH_ADAPTER,
@@ -261,7 +261,8 @@ def _binary_tensors(req: BinaryInferRequest, raw: bytes) -> list[Tensor]:
             )
         chunk = raw[offset : offset + size]
         offset += size
-        tensors.append(Tensor(t.datatype, t.shape, _raw_values(t.datatype, chunk, where), where))
+        values = raw_values(t.datatype, chunk, where, f"{where}.parameters.binary_data_size")
+        tensors.append(Tensor(t.datatype, t.shape, values, where))
     if offset != len(raw):
         raise InvalidRequest(
             f"the binary part of the body is {len(raw)} bytes but the inputs' "
@@ -269,20 +270,6 @@ def _binary_tensors(req: BinaryInferRequest, raw: bytes) -> list[Tensor]:
             [{"field": "inputs[0].parameters.binary_data_size", "problem": "does not match body"}],
         )
     return tensors
-
-
-def _raw_values(datatype: str, chunk: bytes, where: str) -> np.ndarray:
-    dtype = {"FP32": "<f4", "FP64": "<f8"}.get(datatype)
-    if dtype is None:
-        return np.empty(0)  # the data plane names the unsupported datatype
-    itemsize = np.dtype(dtype).itemsize
-    if len(chunk) % itemsize:
-        raise InvalidRequest(
-            f"{where}: {len(chunk)} bytes of {datatype} data is not a whole number of "
-            f"{itemsize}-byte values",
-            [{"field": f"{where}.parameters.binary_data_size", "problem": "not whole values"}],
-        )
-    return np.frombuffer(chunk, dtype=dtype)
 
 
 def _requested_outputs(req: ClientInferRequest) -> tuple[list[RequestedOutput] | None, list[bool]]:
