@@ -268,6 +268,9 @@ def test_stable_and_candidate_selectors_never_overlap(shadow):
     assert not _selects(candidate_sel, stable_pods)
     assert _selects(service, stable_pods)
     assert _selects(service, candidate_pods) is not shadow
+    (container,) = candidate["spec"]["template"]["spec"]["containers"]
+    age = {e["name"]: e["value"] for e in container["env"]}["MODELOPS_SERVER_MAX_CONNECTION_AGE"]
+    assert age == ("0" if shadow else "10")  # a Shadow's clients are the stable servers
     if shadow:  # the copies' Service: the candidate's pods only
         copies = render.candidate_service(CR, s)["spec"]["selector"]
         assert _selects(copies, candidate_pods) and not _selects(copies, stable_pods)

@@ -555,6 +555,13 @@ def candidate_deployment(
     deployment["metadata"]["labels"].update(selector)
     template = deployment["spec"]["template"]["metadata"]
     template["labels"] = {**labels(name, component, version), LABEL_SCRAPE: "true", **selector}
+    if shadow:
+        # Its clients are the stable servers, whose relayed feedback must reach the pod that
+        # answered the copy: their connections are kept.
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        for var in container["env"]:
+            if var["name"] == "MODELOPS_SERVER_MAX_CONNECTION_AGE":
+                var["value"] = "0"
     return deployment
 
 
