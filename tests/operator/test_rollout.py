@@ -460,3 +460,24 @@ def test_a_new_candidate_replaces_a_finished_record():
 
 def test_figures_default_to_nothing():
     assert Figures().candidate_accuracy is None and Figures().error_ratio is None
+
+
+def test_a_stable_deployment_made_before_the_track_label_keeps_its_selector():
+    """Its selector is immutable: a canary beside it changes its replicas only (no selector
+    the API server would refuse, no new pod labels that would restart its pods)."""
+    import dataclasses
+
+    resource = cr()
+    before = observed(resource)
+    assert before.server is not None
+    legacy = copy.deepcopy(before.server)
+    legacy["spec"]["selector"]["matchLabels"] = render.server_selector("iris")
+    del legacy["spec"]["template"]["metadata"]["labels"][names.LABEL_TRACK]
+    p = plan(resource, dataclasses.replace(before, server=legacy), {}, SETTINGS, T0)
+    server = applied(p, "iris-server")
+    assert server is not None and server["spec"]["replicas"] == 3
+    assert server["spec"]["selector"]["matchLabels"] == render.server_selector("iris")
+    assert names.LABEL_TRACK not in server["spec"]["template"]["metadata"]["labels"]
+    candidate = applied(p, "iris-candidate")
+    assert candidate is not None
+    assert candidate["spec"]["selector"]["matchLabels"] == render.candidate_selector("iris")
