@@ -60,6 +60,17 @@ OPERATOR_SELECTOR = "app.kubernetes.io/name=modelops-operator"
 SETOSA = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
 
 
+def generator_counts(product: Product, ns: str) -> dict[str, float]:
+    """The load generator's counters once its pod runs and answers (it starts once a version
+    serves, so it may still be starting)."""
+    found: dict[str, float] = wait(
+        lambda: (c := loadgen_counts(product, ns, "iris")).get("pod") is not None and c,
+        120,
+        f"{ns}: the load generator's counters",
+    )
+    return found
+
+
 def rollout(md: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = (md.get("status") or {}).get("rollout") or {}
     return found
@@ -137,7 +148,7 @@ def canary_promoted(product: Product, ns: str, others_decided: threading.Event) 
     canary = {"strategy": "Canary", "steps": [50, 99], "pauseSeconds": PAUSE, "analysis": ANALYSIS}
     apply(product, ns, sample(replicas=2, loadRate=LOAD, rollout=canary, serving=SERVING))
     product.serving(ns, "iris", "v1", 2, SERVE_TIMEOUT)
-    before = loadgen_counts(product, ns, "iris")
+    before = generator_counts(product, ns)
     patch_md(product, ns, "iris", {"modelVersion": "v2", "training": {
         "hyperparameters": {"n_neighbors": 7}}})  # fmt: skip
     md = product.wait_md(ns, "iris", step_started("v2", 1), SERVE_TIMEOUT, "canary step 1")
@@ -175,7 +186,7 @@ def canary_promoted(product: Product, ns: str, others_decided: threading.Event) 
         ns, "iris", lambda md: not pod_names(product, ns, "modelops.dev/track=candidate"),
         120, "the candidate's pods gone",
     )  # fmt: skip
-    after = loadgen_counts(product, ns, "iris")
+    after = generator_counts(product, ns)
     assert after["pod"] == before["pod"], "the load generator was not restarted"
     FIGURES["canary: requests answered through both steps and the promotion"] = (
         after["ok"] - before["ok"]
@@ -215,7 +226,7 @@ def _live_accuracy_rollback(product: Product, ns: str) -> None:
     canary = {"strategy": "Canary", "steps": [50], "pauseSeconds": PAUSE, "analysis": ANALYSIS}
     apply(product, ns, sample(replicas=2, loadRate=LOAD, rollout=canary, serving=SERVING))
     product.serving(ns, "iris", "v1", 2, SERVE_TIMEOUT)
-    before = loadgen_counts(product, ns, "iris")
+    before = generator_counts(product, ns)
     asked = time.monotonic()
     patch_md(product, ns, "iris", {
         "modelVersion": "v2", "gate": {"regressionTolerance": 0.1},
@@ -245,7 +256,7 @@ def _live_accuracy_rollback(product: Product, ns: str) -> None:
         "v1 on both replicas, the candidate gone",
     )  # fmt: skip
     assert set(answers(product, ns, 10)["versions"]) == {"v1"}
-    after = loadgen_counts(product, ns, "iris")
+    after = generator_counts(product, ns)
     assert after["pod"] == before["pod"], "the load generator was not restarted"
     no_failures(product, ns, before, after)  # the stable version served throughout
 
@@ -265,7 +276,7 @@ def _shadow_measured(product: Product, ns: str) -> None:
     apply(product, ns, sample(replicas=1, loadRate=LOAD, rollout=shadow, serving=SERVING))
     product.serving(ns, "iris", "v1", 1, SERVE_TIMEOUT)
     alone = answers(product, ns, 60)
-    before = loadgen_counts(product, ns, "iris")
+    before = generator_counts(product, ns)
     patch_md(product, ns, "iris", {"modelVersion": "v2", "training": {
         "hyperparameters": {"n_neighbors": 7}}})  # fmt: skip
     md = product.wait_md(ns, "iris", step_started("v2", 1), SERVE_TIMEOUT, "v2 shadowing")
@@ -287,7 +298,7 @@ def _shadow_measured(product: Product, ns: str) -> None:
     analysis = rollout(md)["lastAnalysis"]
     assert analysis["result"] == "Passed" and analysis["candidateSamples"] >= 20, analysis
     assert analysis["candidateLiveAccuracy"] >= 0.9 and analysis["agreement"] >= 0.9, analysis
-    after = loadgen_counts(product, ns, "iris")
+    after = generator_counts(product, ns)
     assert after["pod"] == before["pod"], "the load generator was not restarted"
     no_failures(product, ns, before, after)
 

@@ -481,3 +481,17 @@ def test_a_stable_deployment_made_before_the_track_label_keeps_its_selector():
     candidate = applied(p, "iris-candidate")
     assert candidate is not None
     assert candidate["spec"]["selector"]["matchLabels"] == render.candidate_selector("iris")
+
+
+@pytest.mark.parametrize(
+    ("pause", "scrape", "window"),
+    [(60, "15s", 60), (20, "15s", 45), (10, "500ms", 10), (30, "1m", 180)],
+)
+def test_the_window_holds_enough_scrapes(pause, scrape, window):
+    """The window is the pause, but never fewer than three scrapes of each version."""
+    resource = cr(rollout_status=step_record())
+    resource["spec"]["rollout"]["pauseSeconds"] = pause
+    resource["spec"]["monitoring"] = {"scrapeInterval": scrape}
+    assert rollout.analysis_window(ModelDeploymentSpec.from_dict(resource["spec"])) == window
+    request = rollout.analysis_request(resource, PROM, "2026-01-01T01:00:00Z")
+    assert request is not None and f"[{window}s]" in request.queries["feedback"]
