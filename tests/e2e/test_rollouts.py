@@ -317,12 +317,15 @@ def test_rollouts_on_a_real_cluster(deployed_product: Product) -> None:
         both.set()
 
     threading.Thread(target=when_both, daemon=True).start()
-    run_parallel(
-        canary=lambda: canary_promoted(product, ns["canary"], both),
-        live=lambda: live_accuracy_rollback(product, ns["live"], live_decided),
-        shadow=lambda: shadow_measured(product, ns["shadow"], shadow_decided),
-    )
-    print(f"\nfigures ({product.cluster}): {json.dumps(FIGURES, indent=1, ensure_ascii=False)}")
+    try:
+        run_parallel(
+            canary=lambda: canary_promoted(product, ns["canary"], both),
+            live=lambda: live_accuracy_rollback(product, ns["live"], live_decided),
+            shadow=lambda: shadow_measured(product, ns["shadow"], shadow_decided),
+        )
+    finally:
+        figures = json.dumps(FIGURES, indent=1, ensure_ascii=False)
+        print(f"\nfigures ({product.cluster}): {figures}")
 
 
 # Runs in the client pod: n predictions, a new connection each; versions and latency.
