@@ -31,6 +31,7 @@ IN_WATCHED = [
     ("create", "configmaps"),
     ("patch", "deployments.apps"),
     ("patch", "services"),
+    ("delete", "services"),  # a Shadow's candidate Service, once its rollout ends
     ("create", "events"),
     ("watch", "modeldeployments.modelops.dev"),
     ("patch", "modeldeployments.modelops.dev", "--subresource=status"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import time
 
 import orjson
 import pytest
@@ -142,3 +143,31 @@ def test_keep_alive_pipelining_and_close(server, knn_artifact):
         sock_file = sock.makefile("rb")
         assert read_answer(sock_file)[0] == 200
         assert sock_file.read() == b""  # HTTP/1.0 without keep-alive: closed
+
+
+def test_an_old_connection_is_answered_once_more_then_closed(server, knn_artifact):
+    """MAX_CONNECTION_AGE: the first answer after it carries Connection: close (fast path and
+    ASGI path alike), so that a client behind a Service reconnects and may reach another
+    replica; younger connections are kept alive."""
+    proc = server(knn_artifact, {"MODELOPS_SERVER_MAX_CONNECTION_AGE": "1"})
+    host, port = proc.base_url.removeprefix("http://").split(":")
+    for path in ("/predict", "/docs"):  # fast path, ASGI path
+        body, headers = (SEED, JSON) if path == "/predict" else (b"", {})
+        method = "POST" if body else "GET"
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            opened = time.monotonic()
+            sock_file = sock.makefile("rb")
+            sock.sendall(raw_request(method, path, body, headers))
+            status, got, _ = read_answer(sock_file)
+            assert status == 200 and got.get("connection") != "close", path
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # kept alive, with requests, past the age
+                time.sleep(0.3)
+                sock.sendall(raw_request(method, path, body, headers))
+                status, got, _ = read_answer(sock_file)
+                assert status == 200, path
+                if got.get("connection") == "close":
+                    break
+            assert got.get("connection") == "close", f"{path}: never closed"
+            assert time.monotonic() - opened >= 1.0, f"{path}: closed before its age"
+            assert sock_file.read() == b""  # and the server closed it

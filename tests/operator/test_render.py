@@ -126,6 +126,7 @@ def test_server_deployment():
     assert d["spec"]["selector"]["matchLabels"] == {
         "modelops.dev/name": "iris",
         "app.kubernetes.io/component": "server",
+        "modelops.dev/track": "stable",
     }
     assert d["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     assert d["spec"]["progressDeadlineSeconds"] == 300  # the CRD's default
@@ -144,6 +145,7 @@ def test_server_deployment():
     env = {e["name"]: e["value"] for e in c["env"]}
     assert env["MODELOPS_SERVER_ARTIFACT_DIR"] == "/models/v1"
     assert env["MODELOPS_SERVER_PORT"] == "8000"
+    assert env["MODELOPS_SERVER_MAX_CONNECTION_AGE"] == "10"  # the CRD's default
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     model = next(v for v in pod["volumes"] if v["name"] == "model")
@@ -243,3 +245,47 @@ def test_server_exposes_oip_grpc_and_lenient_probes():
         "protocol": "TCP",
         "appProtocol": "grpc",
     }
+
+
+def _selects(selector: dict[str, str], pod_labels: dict[str, str]) -> bool:
+    return selector.items() <= pod_labels.items()
+
+
+@pytest.mark.parametrize("shadow", [False, True], ids=["canary", "shadow"])
+def test_stable_and_candidate_selectors_never_overlap(shadow):
+    """Each Deployment selects its own pods only; the one Service selects the stable pods and
+    a Canary's (traffic by replica weight), never a Shadow's (they get copies only)."""
+    s = spec()
+    stable = render.server_deployment(CR, s, SETTINGS, "v1", "sha")
+    candidate = render.candidate_deployment(CR, s, SETTINGS, "v2", "sha2", 1, shadow=shadow)
+    service = render.service(CR, s)["spec"]["selector"]
+    stable_pods = stable["spec"]["template"]["metadata"]["labels"]
+    candidate_pods = candidate["spec"]["template"]["metadata"]["labels"]
+    stable_sel = stable["spec"]["selector"]["matchLabels"]
+    candidate_sel = candidate["spec"]["selector"]["matchLabels"]
+    assert _selects(stable_sel, stable_pods) and _selects(candidate_sel, candidate_pods)
+    assert not _selects(stable_sel, candidate_pods)
+    assert not _selects(candidate_sel, stable_pods)
+    assert _selects(service, stable_pods)
+    assert _selects(service, candidate_pods) is not shadow
+    (container,) = candidate["spec"]["template"]["spec"]["containers"]
+    age = {e["name"]: e["value"] for e in container["env"]}["MODELOPS_SERVER_MAX_CONNECTION_AGE"]
+    assert age == ("0" if shadow else "10")  # a Shadow's clients are the stable servers
+    if shadow:  # the copies' Service: the candidate's pods only
+        copies = render.candidate_service(CR, s)["spec"]["selector"]
+        assert _selects(copies, candidate_pods) and not _selects(copies, stable_pods)
+
+
+def test_a_stable_deployment_made_before_the_track_label_keeps_its_selector():
+    """A Deployment's selector is immutable: one an older operator made keeps it, and its pod
+    template stays as it was (no rolling restart on upgrade); any other gets the track."""
+    s = spec()
+    legacy = {"spec": {"selector": {"matchLabels": render.server_selector("iris")}}}
+    kept = render.kept_selector("iris", legacy)
+    assert kept == render.server_selector("iris")
+    d = render.server_deployment(CR, s, SETTINGS, "v1", "sha", selector=kept)
+    assert d["spec"]["selector"]["matchLabels"] == render.server_selector("iris")
+    assert "modelops.dev/track" not in d["spec"]["template"]["metadata"]["labels"]
+    new = render.server_deployment(CR, s, SETTINGS, "v1", "sha")
+    assert render.kept_selector("iris", None) == render.stable_selector("iris")
+    assert render.kept_selector("iris", new) == render.stable_selector("iris")

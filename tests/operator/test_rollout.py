@@ -460,3 +460,38 @@ def test_a_new_candidate_replaces_a_finished_record():
 
 def test_figures_default_to_nothing():
     assert Figures().candidate_accuracy is None and Figures().error_ratio is None
+
+
+def test_a_stable_deployment_made_before_the_track_label_keeps_its_selector():
+    """Its selector is immutable: a canary beside it changes its replicas only (no selector
+    the API server would refuse, no new pod labels that would restart its pods)."""
+    import dataclasses
+
+    resource = cr()
+    before = observed(resource)
+    assert before.server is not None
+    legacy = copy.deepcopy(before.server)
+    legacy["spec"]["selector"]["matchLabels"] = render.server_selector("iris")
+    del legacy["spec"]["template"]["metadata"]["labels"][names.LABEL_TRACK]
+    p = plan(resource, dataclasses.replace(before, server=legacy), {}, SETTINGS, T0)
+    server = applied(p, "iris-server")
+    assert server is not None and server["spec"]["replicas"] == 3
+    assert server["spec"]["selector"]["matchLabels"] == render.server_selector("iris")
+    assert names.LABEL_TRACK not in server["spec"]["template"]["metadata"]["labels"]
+    candidate = applied(p, "iris-candidate")
+    assert candidate is not None
+    assert candidate["spec"]["selector"]["matchLabels"] == render.candidate_selector("iris")
+
+
+@pytest.mark.parametrize(
+    ("pause", "scrape", "window"),
+    [(60, "15s", 60), (20, "15s", 45), (10, "500ms", 10), (30, "1m", 180)],
+)
+def test_the_window_holds_enough_scrapes(pause, scrape, window):
+    """The window is the pause, but never fewer than three scrapes of each version."""
+    resource = cr(rollout_status=step_record())
+    resource["spec"]["rollout"]["pauseSeconds"] = pause
+    resource["spec"]["monitoring"] = {"scrapeInterval": scrape}
+    assert rollout.analysis_window(ModelDeploymentSpec.from_dict(resource["spec"])) == window
+    request = rollout.analysis_request(resource, PROM, "2026-01-01T01:00:00Z")
+    assert request is not None and f"[{window}s]" in request.queries["feedback"]

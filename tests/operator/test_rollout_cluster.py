@@ -22,26 +22,38 @@ pytestmark = pytest.mark.integration
 PAUSE = 10  # the CRD's least pauseSeconds
 
 
-class FakePrometheus:
-    """/api/v1/query answering the feedback query with a candidate (v2) far worse than the
-    stable version (v1); it records every query it was asked."""
+# What the fake answers, by the metric a query reads: (labels, value) samples.
+Vectors = dict[str, list[tuple[dict[str, str], float]]]
+# A candidate (v2) far worse than the stable version (v1) on live accuracy.
+WORSE_LIVE: Vectors = {
+    "api_feedback_total": [
+        ({"model_version": "v2", "result": "correct"}, 40),
+        ({"model_version": "v2", "result": "incorrect"}, 60),
+        ({"model_version": "v1", "result": "correct"}, 97),
+        ({"model_version": "v1", "result": "incorrect"}, 3),
+    ]
+}
 
-    def __init__(self) -> None:
+
+class FakePrometheus:
+    """/api/v1/query answering each query with the samples of the metric it reads (WORSE_LIVE
+    unless told); it records every query it was asked."""
+
+    def __init__(self, vectors: Vectors | None = None) -> None:
         self.queries: list[str] = []
+        self.vectors = WORSE_LIVE if vectors is None else vectors
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["query"][0]
                 outer.queries.append(query)
-                result: list[dict[str, Any]] = []
-                if "api_feedback_total" in query:
-                    for version, result_, value in (
-                        ("v2", "correct", 40), ("v2", "incorrect", 60),
-                        ("v1", "correct", 97), ("v1", "incorrect", 3),
-                    ):  # fmt: skip
-                        metric = {"model_version": version, "result": result_}
-                        result.append({"metric": metric, "value": [0, str(value)]})
+                result = [
+                    {"metric": labels, "value": [0, str(value)]}
+                    for metric, samples in outer.vectors.items()
+                    if metric in query
+                    for labels, value in samples
+                ]
                 body = json.dumps(
                     {"status": "success", "data": {"resultType": "vector", "result": result}}
                 ).encode()
@@ -126,3 +138,77 @@ def test_canary_pauses_without_prometheus_then_rolls_back(
     rolled = [e for e in cluster.events("iris") if e["reason"] == "RolledBack"]
     assert rolled and rolled[0]["type"] == "Warning"
     assert "live accuracy of v2 0.4000" in rolled[0]["message"]
+
+
+def as_good_live(candidate: str) -> Vectors:
+    """``candidate`` as accurate live as the stable version v1."""
+    return {
+        "api_feedback_total": [
+            ({"model_version": v, "result": r}, n)
+            for v in ("v1", candidate)
+            for r, n in (("correct", 97), ("incorrect", 3))
+        ]
+    }
+
+
+def erring(candidate: str) -> Vectors:
+    """``candidate`` answered 1 in 10 requests with a 500, as Prometheus recorded it."""
+    return {
+        **as_good_live(candidate),
+        "api_requests_total": [
+            ({"version": candidate, "code": "200"}, 270),
+            ({"version": candidate, "code": "500"}, 30),
+            ({"version": "v1", "code": "200"}, 300),
+        ],
+    }
+
+
+def slow(candidate: str) -> Vectors:
+    """``candidate``'s p99 latency 1.5 s (the server's histogram, by version)."""
+    return {
+        **as_good_live(candidate),
+        "api_requests_total": [({"version": v, "code": "200"}, 300) for v in ("v1", candidate)],
+        "api_prediction_latency_seconds_bucket": [
+            ({"version": candidate}, 1.5),
+            ({"version": "v1"}, 0.004),
+        ],
+    }
+
+
+@pytest.mark.operator_env(MODELOPS_PROMETHEUS_ALLOWED_URLS="http://127.0.0.1:")
+def test_candidates_that_err_or_are_slow_are_rolled_back(cluster, operator, trained, wait):
+    """As accurate live as the stable version, but failing requests (v2) or slow (v3): each
+    rolled back at its first analysis, on the error ratio or the p99 latency."""
+    fake = FakePrometheus(erring("v2"))
+    try:
+        rollout = {"strategy": "Canary", "steps": [50], "pauseSeconds": PAUSE,
+                   "analysis": {"prometheusURL": fake.url, "minSamples": 50}}  # fmt: skip
+        cluster.create_md("iris", {"modelVersion": "v1", "replicas": 2, "rollout": rollout})
+        cluster.finish_trainer("iris", "v1", trained("v1"))
+        cluster.serve("iris", "v1")
+        cases = (
+            ("v2", erring, "ErrorRatioAboveThreshold", "answered 10.00% of 300 requests"),
+            ("v3", slow, "LatencyAboveThreshold", "p99 latency 1500.0 ms is over 500.0 ms"),
+        )
+        for version, vectors, reason, said in cases:
+            fake.vectors = vectors(version)
+            cluster.patch_md("iris", {"modelVersion": version})
+            cluster.finish_trainer("iris", version, trained(version))
+
+            def rolled_back(version: str = version) -> dict[str, Any] | None:
+                cluster.make_servers_ready("iris")
+                status = cluster.status("iris")
+                record = status.get("rollout", {})
+                done = record.get("version") == version and record.get("state") == "RolledBack"
+                return status if done else None
+
+            status = wait(rolled_back, PAUSE + 60, f"{version} rolled back")
+            (entry,) = [h for h in status["history"] if h["version"] == version]
+            assert (entry["outcome"], entry["reason"]) == ("RolledBack", reason)
+            assert said in entry["message"], entry["message"]
+            assert status["servingVersion"] == "v1" and status["phase"] == "Degraded"
+            assert status["rollout"]["lastAnalysis"]["candidateLiveAccuracy"] == 0.97
+            wait(lambda: cluster.deployment("iris-candidate") is None, 30, "the candidate gone")
+            assert cluster.deployment("iris-server")["spec"]["replicas"] == 2
+    finally:
+        fake.server.shutdown()

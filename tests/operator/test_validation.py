@@ -96,10 +96,11 @@ def test_samples_are_accepted_and_trained(cluster, operator, wait):
 
     root = Path(__file__).resolve().parents[2] / "config" / "samples"
     cluster.kubectl("apply", "-n", cluster.ns, "-k", str(root))
-    names = [
-        yaml.safe_load((root / f).read_text())["metadata"]["name"]
-        for f in yaml.safe_load((root / "kustomization.yaml").read_text())["resources"]
-    ]
+    files = sorted(p for p in root.glob("*.yaml") if p.name != "kustomization.yaml")
+    for path in files:  # the rollout strategies' samples, beside the kustomization's
+        cluster.kubectl("apply", "-n", cluster.ns, "-f", str(path))
+    names = [yaml.safe_load(path.read_text())["metadata"]["name"] for path in files]
+    assert len(names) == 3  # one per rollout strategy
     for name in names:
         version = cluster.md(name)["spec"]["modelVersion"]
         wait(lambda n=name, v=version: cluster.job(n, v), 30, f"Job of sample {name}")

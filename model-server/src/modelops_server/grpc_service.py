@@ -177,6 +177,14 @@ def generic_handler(plane: DataPlane) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
+def _age_options(max_age: float) -> list[tuple[str, int]]:
+    """GOAWAY after ``max_age`` seconds (calls in flight get as long again to finish)."""
+    if max_age <= 0:
+        return []
+    ms = max(1, int(max_age * 1000))
+    return [("grpc.max_connection_age_ms", ms), ("grpc.max_connection_age_grace_ms", ms)]
+
+
 def create_grpc_server(plane: DataPlane) -> grpc.aio.Server:
     """A grpc.aio server on ``settings.host:settings.grpc_port`` (call ``start()`` on it).
 
@@ -191,6 +199,7 @@ def create_grpc_server(plane: DataPlane) -> grpc.aio.Server:
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.max_connection_idle_ms", GRPC_IDLE_MS),
+            *_age_options(settings.max_connection_age),
         ],
     )
     server.add_generic_rpc_handlers((generic_handler(plane),))

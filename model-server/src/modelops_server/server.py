@@ -7,7 +7,10 @@ one :class:`ConnectionGuard` sweep for all connections):
 - a new connection that sends nothing within TIMEOUT_KEEP_ALIVE is closed (as an idle
   kept-alive one is);
 - a request's headers and body must arrive within TIMEOUT_REQUEST, else 408 and close;
-- past MAX_CONNECTIONS open connections, new ones are closed at once.
+- past MAX_CONNECTIONS open connections, new ones are closed at once;
+- a connection older than MAX_CONNECTION_AGE (when set) is answered once more, with
+  ``Connection: close``: its client reconnects, and a Service's rules pick a replica again (a
+  Canary's weight, a scale-up reach clients that keep their connections open).
 
 The same protocol answers API routes without ASGI (the fast path): once a request to a route
 of the table is fully received, it calls :meth:`ServerApp.complete` (the handler the ASGI path
@@ -141,6 +144,7 @@ def guarded_protocol(
 ) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with the guards above, and the fast path if `app` is given."""
     max_connections = settings.max_connections
+    max_age = settings.max_connection_age
     timeouts = guard or ConnectionGuard(settings)
     timeout_response = _timeout_response(timeouts.request_timeout)
     fast_app = None if settings.access_log else app
@@ -155,6 +159,7 @@ def guarded_protocol(
         _fast_size = 0
         _reading_paused = False
         _draining = False  # shutting down: answer what comes, then close
+        _closes_at = 0.0  # loop time from which the next answer closes the connection (0: never)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -162,6 +167,8 @@ def guarded_protocol(
                 transport.close()
                 return
             self.deadline = self.loop.time() + timeouts.idle_timeout  # until it sends
+            if max_age > 0:
+                self._closes_at = self.loop.time() + max_age
 
         def connection_lost(self, exc: Exception | None) -> None:
             self.deadline = None
@@ -177,7 +184,7 @@ def guarded_protocol(
             target = self._fast_target() if fast_app is not None else None
             if target is None:
                 super().on_headers_complete()
-                if self._draining and self.cycle is not None:
+                if (self._draining or self._aged()) and self.cycle is not None:
                     self.cycle.keep_alive = False
                 return
             self._fast = (*target, time.perf_counter())
@@ -208,6 +215,9 @@ def guarded_protocol(
                 self._reading_paused = False
                 self.transport.resume_reading()
 
+        def _aged(self) -> bool:
+            return 0 < self._closes_at <= self.loop.time()
+
         def _fast_target(self) -> tuple[Route, dict[str, str]] | None:
             if self.expect_100_continue or self.parser.should_upgrade():
                 return None
@@ -235,7 +245,7 @@ def guarded_protocol(
             body = b"".join(self._fast_body)
             self._fast_body = []
             response = fast_app.complete(route, params, headers, body, started)
-            keep_alive = self.parser.should_keep_alive() and not self._draining
+            keep_alive = self.parser.should_keep_alive() and not self._draining and not self._aged()
             self.transport.write(_encode(response, keep_alive, self.server_state.default_headers))
             self.server_state.total_requests += 1
             if not keep_alive:

@@ -52,6 +52,13 @@ class ServerSettings(BaseSettings):
     timeout_keep_alive: int = Field(
         default=5, ge=1, description="idle connection (new or kept alive) closed after (seconds)"
     )
+    max_connection_age: float = Field(
+        default=0.0,
+        ge=0,
+        description="a kept-alive connection older than this (seconds) gets Connection: close "
+        "on its next answer (gRPC: GOAWAY), so clients reconnect and a Service spreads them "
+        "over replicas added since; 0: never",
+    )
     timeout_request: float = Field(
         default=10.0,
         gt=0,

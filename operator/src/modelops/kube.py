@@ -491,7 +491,9 @@ class Kube:
             )
         serving: list[dict[str, Any]] = []
         if server is not None and rollout_stalled(server, template_version(server) or ""):
-            serving = self.list(pods, render.selector_string(render.server_selector(name)))
+            # The Deployment's own selector: its pods, not a candidate's.
+            own = server["spec"]["selector"].get("matchLabels") or render.server_selector(name)
+            serving = self.list(pods, render.selector_string(own))
         return tuple(training), tuple(serving)
 
     def _artifacts(

@@ -36,8 +36,12 @@ COMPONENT_LOADGEN: Final = "loadgen"
 # A Shadow candidate's pods: servers that get copies of live requests, never clients' requests
 # (the Service selects component=server only; dashboards of served traffic leave them out).
 COMPONENT_SHADOW: Final = "shadow"
-# The candidate Deployment's pods (Shadow and Canary) carry this label; the stable ones do not.
+# Which Deployment a server pod belongs to: the stable one's or the candidate's (Shadow and
+# Canary). Each Deployment selects on it, so neither selects the other's pods; the Service does
+# not (it sends clients to both in a Canary). A stable Deployment made before this label keeps
+# its selector and pods without it (render.kept_selector).
 LABEL_TRACK: Final = "modelops.dev/track"
+TRACK_STABLE: Final = "stable"
 TRACK_CANDIDATE: Final = "candidate"
 
 # The label every scrape target carries for the ModelDeployment it belongs to (and the

@@ -140,6 +140,7 @@ class Serving:
     resources: Resources
     max_batch_size: int
     progress_deadline_seconds: int
+    max_connection_age_seconds: int
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ class ModelDeploymentSpec:
                 resources=Resources.from_dict(serving["resources"]),
                 max_batch_size=int(batching["maxBatchSize"]),
                 progress_deadline_seconds=int(serving["progressDeadlineSeconds"]),
+                max_connection_age_seconds=int(serving["maxConnectionAgeSeconds"]),
             ),
             load_generator=LoadGenerator(
                 payload=data["loadGenerator"]["payload"],

@@ -252,8 +252,9 @@ def converge_children(state: PlanState) -> None:
         # The digest the server is pinned to: the operator's own record, never the store's.
         sha = known_sha(state.history, state.outcomes, state.target)
         server = render.server_deployment(
-            cr, spec, settings, state.target, sha, state.stable_replicas, state.shadow_url
-        )
+            cr, spec, settings, state.target, sha, state.stable_replicas, state.shadow_url,
+            render.kept_selector(state.name, observed.server),
+        )  # fmt: skip
         if state.blocked is None or observed.server is None:
             wanted.append((server, observed.server))
         # Load only once something serves: before, every request would fail.

@@ -32,6 +32,7 @@ from ..names import (
     LABEL_VERSION,
     MANAGED_BY,
     TRACK_CANDIDATE,
+    TRACK_STABLE,
 )
 from ..settings import Settings
 from ..spec import ModelDeploymentSpec
@@ -91,7 +92,29 @@ def monitor_name(name: str) -> str:
 
 
 def server_selector(name: str) -> dict[str, str]:
+    """The Service's selector: every pod that answers clients (stable, and a Canary's)."""
     return {LABEL_NAME: name, LABEL_COMPONENT: COMPONENT_SERVER}
+
+
+def stable_selector(name: str) -> dict[str, str]:
+    """The stable Deployment's selector: its pods only, never a candidate's."""
+    return {**server_selector(name), LABEL_TRACK: TRACK_STABLE}
+
+
+def candidate_selector(name: str) -> dict[str, str]:
+    """The candidate Deployment's selector: its pods only, never the stable ones."""
+    return {LABEL_NAME: name, LABEL_TRACK: TRACK_CANDIDATE}
+
+
+def kept_selector(name: str, existing: Mapping[str, Any] | None) -> dict[str, str]:
+    """The selector of the stable Deployment to render: a Deployment's selector is
+    immutable, so one created before the track label existed keeps the one it has (its pods
+    stay as they are: no restart when the operator is upgraded). Any other: stable_selector."""
+    if existing is not None:
+        have = (existing.get("spec") or {}).get("selector", {}).get("matchLabels") or {}
+        if have == server_selector(name):
+            return server_selector(name)
+    return stable_selector(name)
 
 
 def selector_string(labels: Mapping[str, str]) -> str:
@@ -391,6 +414,9 @@ def server_env(
         # The Open Inference Protocol over gRPC (inference.GRPCInferenceService).
         "MODELOPS_SERVER_GRPC_PORT": str(grpc_port),
         "MODELOPS_SERVER_MAX_BATCH_SIZE": str(spec.serving.max_batch_size),
+        # Clients that keep connections open reconnect now and then, so the Service spreads
+        # them over replicas added since (a Canary step's, a scale-up's).
+        "MODELOPS_SERVER_MAX_CONNECTION_AGE": str(spec.serving.max_connection_age_seconds),
     }
     if model_sha256:
         # The server refuses a model whose bytes do not have the digest the operator recorded.
@@ -455,9 +481,12 @@ def server_deployment(
     model_sha256: str,
     replicas: int | None = None,
     shadow_url: str = "",
+    selector: Mapping[str, str] | None = None,
 ) -> Manifest:
     """Model-server Deployment running ``version`` (surge rollout: no downtime); a rollout
-    may hold fewer ``replicas`` (Canary) or copy requests to ``shadow_url`` (Shadow)."""
+    may hold fewer ``replicas`` (Canary) or copy requests to ``shadow_url`` (Shadow).
+    ``selector``: the Deployment's (kept_selector; stable_selector when None); its pods carry
+    it."""
     name = cr["metadata"]["name"]
     port = spec.serving.port
     tmp_volume, tmp_mount = _tmp_volume()
@@ -473,7 +502,8 @@ def server_deployment(
             "configMap": {"name": artifact_name(name, version), "defaultMode": 0o444},
         },
     ]
-    pod_labels = {**labels(name, COMPONENT_SERVER, version), LABEL_SCRAPE: "true"}
+    selector = dict(selector or stable_selector(name))
+    pod_labels = {**labels(name, COMPONENT_SERVER, version), LABEL_SCRAPE: "true", **selector}
     pod_annotations = {**_scrape_annotations(port), ANNOTATION_SHA256: model_sha256}
     return {
         "apiVersion": "apps/v1",
@@ -481,7 +511,7 @@ def server_deployment(
         "metadata": _metadata(cr, server_name(name), COMPONENT_SERVER, version),
         "spec": {
             "replicas": spec.replicas if replicas is None else replicas,
-            "selector": {"matchLabels": server_selector(name)},
+            "selector": {"matchLabels": selector},
             "strategy": {
                 "type": "RollingUpdate",
                 # New pods must be ready (model loaded and warmed) before an old one goes.
@@ -511,19 +541,27 @@ def candidate_deployment(
     replicas: int,
     shadow: bool,
 ) -> Manifest:
-    """The candidate's servers. Canary: labelled like the stable pods, so the one Service sends
-    them their share of connections. Shadow: component "shadow", so the Service does not select
-    them; they get copies from the stable servers through the candidate Service."""
+    """The candidate's servers. Canary: component "server" like the stable pods, so the one
+    Service sends them their share of connections. Shadow: component "shadow", so the Service
+    does not select them; they get copies from the stable servers through the candidate
+    Service. Selected on track=candidate, which the stable pods never carry."""
     name = cr["metadata"]["name"]
-    deployment = server_deployment(cr, spec, settings, version, model_sha256, replicas)
+    selector = candidate_selector(name)
+    deployment = server_deployment(
+        cr, spec, settings, version, model_sha256, replicas, selector=selector
+    )
     component = COMPONENT_SHADOW if shadow else COMPONENT_SERVER
-    track = {LABEL_TRACK: TRACK_CANDIDATE}
     deployment["metadata"] = _metadata(cr, candidate_name(name), component, version)
-    deployment["metadata"]["labels"].update(track)
+    deployment["metadata"]["labels"].update(selector)
     template = deployment["spec"]["template"]["metadata"]
-    template["labels"] = {**labels(name, component, version), LABEL_SCRAPE: "true", **track}
-    # Its own selector (immutable): the stable Deployment never counts these pods as its own.
-    deployment["spec"]["selector"] = {"matchLabels": {LABEL_NAME: name, **track}}
+    template["labels"] = {**labels(name, component, version), LABEL_SCRAPE: "true", **selector}
+    if shadow:
+        # Its clients are the stable servers, whose relayed feedback must reach the pod that
+        # answered the copy: their connections are kept.
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        for var in container["env"]:
+            if var["name"] == "MODELOPS_SERVER_MAX_CONNECTION_AGE":
+                var["value"] = "0"
     return deployment
 
 
@@ -532,7 +570,7 @@ def candidate_service(cr: Mapping[str, Any], spec: ModelDeploymentSpec) -> Manif
     name = cr["metadata"]["name"]
     manifest = service(cr, spec)
     manifest["metadata"] = _metadata(cr, candidate_name(name), COMPONENT_SHADOW)
-    manifest["spec"]["selector"] = {LABEL_NAME: name, LABEL_TRACK: TRACK_CANDIDATE}
+    manifest["spec"]["selector"] = candidate_selector(name)
     return manifest
 
 

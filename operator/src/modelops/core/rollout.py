@@ -102,6 +102,23 @@ class Verdict:
 # ---- queries and their figures ----------------------------------------------------------------
 
 
+# Scrapes of each version an analysis window holds at least: increase() needs two samples of
+# a series in its window, and a scrape may come late on a busy node.
+WINDOW_SCRAPES = 3
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def analysis_window(spec: ModelDeploymentSpec) -> int:
+    """Seconds of the analysis' window: the step's pause, or WINDOW_SCRAPES scrape intervals
+    (spec.monitoring.scrapeInterval) when the pause is shorter: a window of fewer scrapes has
+    no increase() for a version now and then, and the analysis would wait for samples that a
+    window that short never holds."""
+    text = spec.scrape_interval
+    unit = "ms" if text.endswith("ms") else text[-1]
+    scrape = float(text[: -len(unit)]) * _DURATION_UNITS[unit]
+    return max(spec.rollout.pause_seconds, math.ceil(WINDOW_SCRAPES * scrape))
+
+
 def queries(namespace: str, name: str, window_seconds: int) -> dict[str, str]:
     """PromQL for one analysis over the last ``window_seconds`` (grouped by version)."""
     where = f'namespace="{namespace}",{names.METRIC_LABEL}="{name}"'
@@ -309,7 +326,7 @@ def analysis_request(cr: Mapping[str, Any], settings: Settings, now: str) -> Ana
     url = rollout.analysis.prometheus_url or settings.prometheus_url
     return AnalysisRequest(
         url,
-        queries(str(meta["namespace"]), str(meta["name"]), rollout.pause_seconds),
+        queries(str(meta["namespace"]), str(meta["name"]), analysis_window(spec)),
         settings.prometheus_problem(url),
     )
 
