@@ -15,9 +15,9 @@ import pytest
 
 from modelops import engine
 from modelops.core import render
-from modelops.core.harvest import Failed, Succeeded, read_outcome, trainer_stuck
+from modelops.core.harvest import Disrupted, Failed, Succeeded, read_outcome, trainer_stuck
 from modelops.core.plan import plan
-from modelops.core.state import Observed
+from modelops.core.state import Observed, Ref
 from modelops.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -230,6 +230,83 @@ def test_trainer_deleted_until_the_retries_run_out_is_a_disruption():
     crashed = trainer_pod({"exitCode": 1, "reason": "Error", "message": "Traceback\n"})
     outcome = read_outcome("v1", job("Failed", "BackoffLimitExceeded"), [crashed])
     assert isinstance(outcome, Failed) and outcome.reason == "TrainerCrashed"
+
+
+def test_a_result_lost_to_a_disruption_is_not_a_failure():
+    # The pod succeeded, then was evicted or deleted before the operator read it: the Job
+    # completed, and its pods (but the deleted ones that did not succeed) are gone.
+    deleted = trainer_pod({"exitCode": 143, "reason": "Error", "message": ""})
+    for pods in ([], [deleted]):
+        lost = read_outcome("v1", job(), pods)
+        assert isinstance(lost, Disrupted), lost
+        assert "deleted (evicted, drained or removed by hand) before" in lost.message
+    # The pod that succeeded is there but said nothing: the image, not the cluster.
+    mute = trainer_pod({"exitCode": 0, "reason": "Completed", "message": ""})
+    empty = read_outcome("v1", job(), [deleted, mute])
+    assert isinstance(empty, Failed) and empty.reason == "NoResult"
+
+
+def test_a_trainer_killed_before_it_could_stop_is_a_disruption():
+    """A pod deleted before its container started (the kubelet reports it as
+    ContainerStatusUnknown, 137), or before the trainer installed its SIGTERM handler (killed
+    at the end of the grace period): the pod failure policy fails the Job on 137, but it is
+    the cluster's doing; only the OOM killer's 137 is the version's."""
+    for reason in ("ContainerStatusUnknown", "Error"):
+        killed = trainer_pod({"exitCode": 137, "reason": reason, "message": "x\n"})
+        outcome = read_outcome("v1", job("Failed", "PodFailurePolicy"), [killed])
+        assert isinstance(outcome, Disrupted), outcome
+        assert f"({reason}, exit code 137; not out of memory)" in outcome.message
+    oom = trainer_pod({"exitCode": 137, "reason": "OOMKilled", "message": ""})
+    outcome = read_outcome("v1", job("Failed", "PodFailurePolicy"), [oom])
+    assert isinstance(outcome, Failed) and outcome.reason == "OOMKilled"
+    # At the deadline the kubelet kills too: that is the deadline's failure.
+    late = read_outcome("v1", job("Failed", "DeadlineExceeded"), [killed])
+    assert isinstance(late, Failed) and late.reason == "DeadlineExceeded"
+
+
+def trained(status):
+    return conditions(status)["Trained"]
+
+
+def test_a_lost_result_is_trained_again_up_to_three_runs(knn):
+    lost = Disrupted("v1", "the trainer pod of v1 succeeded but was deleted")
+    p1 = plan(cr(), Observed(), {}, SETTINGS, T0)
+    assert p1.status["trainingRuns"] == 1
+    status = p1.status
+    for run in (1, 2):
+        finished = Observed(jobs={"v1": job(uid=f"job-{run}")})
+        again = plan(cr(status=status), finished, {"v1": lost}, SETTINGS, T1)
+        # Only that Job (its uid): a new one created meanwhile under its name stays.
+        assert again.delete == [Ref("batch/v1", "Job", "iris-train-v1", f"job-{run}")]
+        assert not again.create and not again.status.get("history")
+        assert again.status["phase"] == "Training" and again.status["trainingRuns"] == run
+        assert trained(again.status)["message"] == f"training v1 again: {lost.message}"
+        assert [(e.type, e.reason) for e in again.events] == [("Warning", "TrainerDisrupted")]
+        assert f"training v1 again (run {run + 1} of 3)" in again.events[0].message
+        # The Job gone: the next pass starts the next run.
+        rerun = plan(cr(status=again.status), Observed(), {}, SETTINGS, T2)
+        assert [m["kind"] for m in rerun.create] == ["Job"]
+        assert rerun.status["trainingRuns"] == run + 1
+        why = trained(rerun.status)["message"]
+        assert f"(run {run + 1} of 3: the result of the run before was lost" in why
+        status = rerun.status
+    # The third run lost too: the version fails, saying so; nothing is deleted or created.
+    last = plan(cr(status=status), Observed(jobs={"v1": job()}), {"v1": lost}, SETTINGS, T3)
+    assert not last.delete and not last.create
+    entry = last.status["history"][0]
+    assert entry["outcome"] == "Failed" and entry["reason"] == "TrainerDisrupted"
+    assert "all 3 runs of v1 were disrupted" in entry["message"]
+    assert last.status["phase"] == "Failed" and last.status["trainingRuns"] == 3
+    # A new version counts its own runs.
+    v2 = plan(cr("v2", status=last.status, generation=2), Observed(), {}, SETTINGS, T3)
+    assert v2.status["trainingRuns"] == 1
+
+
+def test_a_lost_result_of_a_decided_version_is_not_trained_again(knn):
+    status, observed = serving_v1(knn)
+    lost = Disrupted("v1", "gone")
+    p = plan(cr(status=status), observed, {"v1": lost}, SETTINGS, T2)
+    assert not p.delete and not p.create and p.status["phase"] == "Serving"
 
 
 def test_a_replaced_trainer_pod_is_not_a_result(knn):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from datetime import UTC, datetime
 
@@ -59,6 +60,11 @@ def end_trainer(cluster, pod, exit_code, reason, message=""):
             "containerStatuses": [container],
         },
     )
+
+
+def job_conditions(cluster, name, version="v1"):
+    job = cluster.job(name, version) or {}
+    return {c["type"] for c in (job.get("status") or {}).get("conditions") or []}
 
 
 def api_requests(operator, verb, code):
@@ -187,6 +193,39 @@ def test_deleted_trainer_pod_is_run_again_not_recorded_as_failed(cluster, operat
     wait(lambda: cluster.deployment("disrupted-server"), 30, "server Deployment")
     status = cluster.serve("disrupted", "v1")
     assert [h["outcome"] for h in status["history"]] == ["Accepted"]
+
+
+def test_trainer_pod_deleted_after_it_succeeded_is_trained_again(cluster, operator, trained, wait):
+    """The pod succeeded and was deleted (a drain, a hand) before the operator read its result:
+    the Job is Complete and its pod gone. The operator runs the training again instead of
+    recording a version with no result."""
+    cluster.create_md("lost", {"modelVersion": "v1"})
+    (pod,) = wait(lambda: trainer_pods(cluster, "lost", "v1"), 30, "trainer pod")
+    first_uid = cluster.job("lost", "v1")["metadata"]["uid"]
+    operator.kill(signal.SIGKILL)  # not there to read the result in time
+    end_trainer(cluster, pod, 0, "Completed", trained("v1"))
+    wait(lambda: "Complete" in job_conditions(cluster, "lost"), 30, "the Job Complete")
+    cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", cluster.ns, "--wait=true")
+    operator.start()
+
+    def rerun():
+        job = cluster.job("lost", "v1")
+        return job if job and job["metadata"]["uid"] != first_uid else None
+
+    second_uid = wait(rerun, 30, "the trainer Job run again")["metadata"]["uid"]
+    status = cluster.status("lost")
+    assert status["phase"] == "Training" and not status.get("history"), status
+    assert status["trainingRuns"] == 2
+    trained_message = conditions(status)["Trained"]["message"]
+    assert "(run 2 of 3: the result of the run before was lost" in trained_message
+    (warning,) = [e for e in cluster.events("lost") if e["type"] == "Warning"]
+    assert warning["reason"] == "TrainerDisrupted"
+    assert "before the operator read its result" in warning["message"]
+    assert "training v1 again (run 2 of 3)" in warning["message"]
+    cluster.finish_trainer("lost", "v1", trained("v1"))
+    status = wait(lambda: cluster.status("lost").get("history"), 30, "the version gated")
+    assert [h["outcome"] for h in status] == ["Accepted"]
+    assert [j["metadata"]["uid"] for j in cluster.jobs("lost")] == [second_uid]
 
 
 def test_oom_killed_trainer_fails_at_once_naming_its_memory_limit(cluster, operator, wait):

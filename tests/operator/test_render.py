@@ -74,6 +74,8 @@ def test_trainer_job():
     pod = job["spec"]["template"]["spec"]
     _assert_locked_down(pod)
     assert pod["restartPolicy"] == "Never"
+    # SIGTERM reaches a trainer that is not PID 1 even before it installs its handler.
+    assert pod["shareProcessNamespace"] is True
     c = pod["containers"][0]
     assert c["image"] == SETTINGS.trainer_image
     assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"

@@ -89,7 +89,9 @@ def test_bad_data_fails_cleanly(tmp_path, rows, message):
     )
     assert proc.returncode == 1
     assert message in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    # What it started, then the one line of why it failed.
+    assert proc.stderr.strip().splitlines()[0] == "modelops-trainer: training v1 (knn)"
+    assert len(proc.stderr.strip().splitlines()) == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     failure = json.loads(result_file.read_text())
     assert failure == {

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from modelops_contract.clock import now_rfc3339
 
-from .core.harvest import Failed, NeedsLog, Succeeded, read_outcome
+from .core.harvest import NeedsLog, Result, read_outcome
 from .core.plan import harvest_needed, plan
 from .core.rollout import AnalysisRequest, QueryResults, analysis_request
 from .core.state import Event, Observed, Plan, Ref
@@ -52,11 +52,9 @@ class Driver(Protocol):
         """Run a rollout analysis' queries (errors come back in the result, not raised)."""
 
 
-def harvest(
-    driver: Driver, cr: Mapping[str, Any], observed: Observed
-) -> dict[str, Succeeded | Failed]:
+def harvest(driver: Driver, cr: Mapping[str, Any], observed: Observed) -> dict[str, Result]:
     """The results of finished trainer Jobs the plan has not recorded yet."""
-    outcomes: dict[str, Succeeded | Failed] = {}
+    outcomes: dict[str, Result] = {}
     for version in harvest_needed(cr, observed):
         job = observed.jobs[version]
         pods = driver.trainer_pods(cr, version, job)
@@ -64,7 +62,7 @@ def harvest(
         if isinstance(outcome, NeedsLog):
             text = driver.trainer_log(cr, version, outcome.pod)
             outcome = read_outcome(version, job, pods, log=text)
-        if isinstance(outcome, Succeeded | Failed):
+        if outcome is not None and not isinstance(outcome, NeedsLog):
             outcomes[version] = outcome
     return outcomes
 

@@ -280,12 +280,16 @@ class Kube:
 
     def delete(self, cr: Mapping[str, Any], ref: Ref) -> None:
         path = object_path(ref.api_version, ref.kind, cr["metadata"]["namespace"], ref.name)
+        # Background: a Job's pods (and a Deployment's ReplicaSets) go with it.
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if ref.uid:
+            body["preconditions"] = {"uid": ref.uid}
         try:
-            # Background: a Job's pods (and a Deployment's ReplicaSets) go with it.
             with _rejections(ref.kind, ref.name):
-                self.request("DELETE", path, body={"propagationPolicy": "Background"})
+                self.request("DELETE", path, body=body)
         except ApiError as exc:
-            if exc.status != 404:
+            # 404: gone already; 409 (with a uid): the name is another object's now.
+            if not (exc.status == 404 or (exc.status == 409 and ref.uid)):
                 raise
 
     def save_status(self, cr: Mapping[str, Any], status: Mapping[str, Any]) -> None:

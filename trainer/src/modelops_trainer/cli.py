@@ -204,9 +204,10 @@ def _download_policy(args: argparse.Namespace) -> DownloadPolicy:
 
 
 def _stop(signum: int, frame: object) -> None:
-    # PID 1 of a container ignores SIGTERM without a handler (the pod would wait out its grace
-    # period and die by SIGKILL, indistinguishable from an OOM kill). Nothing half-written is
-    # reported: no result file, a distinct exit code.
+    # As PID 1 of a container (the operator's Job shares the pod's process namespace, so
+    # there it is not) the trainer would ignore SIGTERM without a handler: the pod would wait
+    # out its grace period and die by SIGKILL. Nothing half-written is reported: no result
+    # file, a distinct exit code.
     os._exit(EXIT_TERMINATED)
 
 
@@ -242,6 +243,8 @@ def _run_train(args: argparse.Namespace) -> int:
         (ParamError, "InvalidParameters"),
         (ArtifactError, "ArtifactError"),
     ]
+    # Said once SIGTERM is handled: from here on a deleted pod exits 143, and is run again.
+    print(f"modelops-trainer: training {args.version} ({args.algorithm})", file=sys.stderr)
     try:
         result = train(config)
     except (DataError, ParamError, ArtifactError) as exc:

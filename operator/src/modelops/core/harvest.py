@@ -22,6 +22,10 @@ REASON_DISRUPTED = "TrainerDisrupted"
 REASON_UNSCHEDULABLE = "Unschedulable"
 # What the trainer exits with on SIGTERM (modelops_trainer.cli.EXIT_TERMINATED).
 EXIT_TERMINATED = 143
+# 128 + SIGKILL: the kernel's OOM killer (reason OOMKilled), the kubelet at the end of a
+# deleted pod's grace period, or the kubelet's stand-in for a container it never started
+# or can no longer find (reason ContainerStatusUnknown).
+EXIT_KILLED = 137
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,24 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class Disrupted:
+    """The result was lost to the cluster, not to the training (a pod deleted before it could
+    stop by itself, or deleted after it succeeded but before its result was read): the
+    version is trained again, not recorded as failed."""
+
+    version: str
+    message: str
+
+
+@dataclass(frozen=True)
 class NeedsLog:
     """The summary is there but the artifact is not: read this pod's log and try again."""
 
     pod: str
 
 
-Outcome = Succeeded | Failed | NeedsLog
+Result = Succeeded | Failed | Disrupted
+Outcome = Result | NeedsLog
 
 
 def job_finished(job: Mapping[str, Any]) -> str | None:
@@ -88,6 +103,22 @@ def _latest(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     )
 
 
+def _succeeded(pods: Sequence[Mapping[str, Any]]) -> bool:
+    return any((_terminated(p) or {}).get("exitCode") == 0 for p in pods)
+
+
+def _killed(terminated: Mapping[str, Any] | None) -> str:
+    """How a container was SIGKILLed other than by the OOM killer ("" if it was not): a pod
+    deleted before its trainer installed its SIGTERM handler (PID 1 ignores the signal until
+    then) or before its container started (the kubelet reports ContainerStatusUnknown)."""
+    if not terminated or terminated.get("exitCode") != EXIT_KILLED:
+        return ""
+    reason = str(terminated.get("reason") or "")
+    if reason == OOM_KILLED:
+        return ""
+    return f"{reason or 'killed'}, exit code {EXIT_KILLED}"
+
+
 def _memory_limit(pod: Mapping[str, Any] | None) -> str:
     for container in (pod or {}).get("spec", {}).get("containers") or []:
         if container.get("name") == "trainer":
@@ -102,8 +133,15 @@ def _no_summary(
     pods: Sequence[Mapping[str, Any]],
     pod: Mapping[str, Any] | None,
     terminated: Mapping[str, Any] | None,
-) -> Failed:
-    """Why a finished Job left no result summary (crash, OOM, deadline, old trainer image)."""
+) -> Failed | Disrupted:
+    """Why a finished Job left no result summary (crash, OOM, deadline, disruption, old
+    trainer image)."""
+    if finished != "Failed" and not _succeeded(pods):
+        return Disrupted(
+            version,
+            f"the trainer pod of {version} succeeded but was deleted (evicted, drained or "
+            "removed by hand) before the operator read its result",
+        )
     if finished != "Failed":
         return Failed(
             version,
@@ -138,6 +176,13 @@ def _no_summary(
             + (f" of {limit}" if limit else "")
             + " (spec.training.resources.limits.memory); raise the limit or choose a smaller "
             "model, then set a new modelVersion",
+        )
+    killed = _killed(terminated)
+    if reason == "PodFailurePolicy" and killed:
+        return Disrupted(
+            version,
+            f"the trainer pod of {version} was killed before it could stop by itself "
+            f"({killed}; not out of memory): deleted while starting",
         )
     if reason == "BackoffLimitExceeded" and (terminated or {}).get("exitCode") in (
         None,
@@ -232,11 +277,11 @@ def read_outcome(
             return NeedsLog(str(pod["metadata"]["name"]))
         packed = bundle.find_in_log(log)
         if not packed:
-            return Failed(
+            # The pod (and its log) went, or the log was rotated, before it was read.
+            return Disrupted(
                 version,
-                "ArtifactUnavailable",
-                f"the trainer log of {version} has no artifact line (log rotated or pod "
-                "gone); set a new modelVersion to train again",
+                f"the trainer log of {version} has no artifact line (log rotated, or pod "
+                "deleted before the operator read it)",
             )
     return _artifact(version, summary, str(packed))
 

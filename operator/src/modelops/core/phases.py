@@ -15,7 +15,7 @@ from modelops_contract.urls import url_problem
 from .. import names
 from . import render
 from .drift import drifted, rolled_out, rollout_stalled, stall_detail, template_version
-from .harvest import REASON_UNSCHEDULABLE, Failed, Succeeded
+from .harvest import REASON_DISRUPTED, REASON_UNSCHEDULABLE, Disrupted, Failed, Succeeded
 from .state import PlanState, Ref
 
 
@@ -118,7 +118,8 @@ def recover_serving(state: PlanState) -> None:
 
 
 def store_results(state: PlanState) -> None:
-    """Results of finished trainer Jobs: store artifacts, record failures."""
+    """Results of finished trainer Jobs: store artifacts, record failures, run again the
+    trainings whose result a disruption lost."""
     for version, outcome in sorted(state.outcomes.items()):
         if isinstance(outcome, Succeeded):
             if version in state.artifacts or version in state.foreign:
@@ -132,22 +133,68 @@ def store_results(state: PlanState) -> None:
                 f"model {version} stored in ConfigMap {cm['metadata']['name']} "
                 f"(accuracy {outcome.accuracy:.4f})",
             )
-        elif state.recorded(version) is None:
-            outcome = _never_started(state, outcome)
-            state.record(
-                {
-                    "version": version,
-                    "outcome": names.OUTCOME_FAILED,
-                    "reason": outcome.reason,
-                    "message": outcome.message,
-                    "time": state.now,
-                }
-            )
-            state.event(
-                names.WARNING,
-                names.EVENT_TRAINING_FAILED,
-                f"training {version} failed: {outcome.message}",
-            )
+        elif state.recorded(version) is not None:
+            # Decided already; a lost result of it is reported as the artifact's absence.
+            continue
+        elif isinstance(outcome, Disrupted):
+            _run_again(state, outcome)
+        else:
+            _record_failure(state, _never_started(state, outcome))
+
+
+def _record_failure(state: PlanState, outcome: Failed) -> None:
+    state.record(
+        {
+            "version": outcome.version,
+            "outcome": names.OUTCOME_FAILED,
+            "reason": outcome.reason,
+            "message": outcome.message,
+            "time": state.now,
+        }
+    )
+    state.event(
+        names.WARNING,
+        names.EVENT_TRAINING_FAILED,
+        f"training {outcome.version} failed: {outcome.message}",
+    )
+
+
+def training_runs(state: PlanState) -> int:
+    """How many trainer Jobs of the candidate version have been started (status.trainingRuns),
+    the one this pass creates included."""
+    old = state.old
+    same = old.get("candidateVersion") == state.version
+    before = int(old.get("trainingRuns") or 0) if same else 0
+    if state.job_created:
+        return before + 1
+    if state.version in state.observed.jobs:
+        return max(before, 1)  # a status written before the field existed
+    return before
+
+
+def _run_again(state: PlanState, outcome: Disrupted) -> None:
+    """The candidate's result was lost to the cluster: delete its Job, and start_training
+    creates it again in the next pass; after render.TRAINER_RUNS runs the version fails."""
+    version = outcome.version
+    if version != state.version:
+        return
+    runs = training_runs(state)
+    if runs >= render.TRAINER_RUNS:
+        message = (
+            f"{outcome.message}; all {runs} runs of {version} were disrupted; set a new "
+            "modelVersion to try again"
+        )
+        _record_failure(state, Failed(version, REASON_DISRUPTED, message))
+        return
+    uid = str(state.observed.jobs[version]["metadata"].get("uid") or "")
+    # The uid: a Job created meanwhile under the same name (the next run) is not deleted.
+    state.result.delete.append(Ref("batch/v1", "Job", render.job_name(state.name, version), uid))
+    state.disruption = outcome.message
+    state.event(
+        names.WARNING,
+        REASON_DISRUPTED,
+        f"{outcome.message}; training {version} again (run {runs + 1} of {render.TRAINER_RUNS})",
+    )
 
 
 def _never_started(state: PlanState, outcome: Failed) -> Failed:

@@ -15,7 +15,7 @@ from .. import names
 from ..settings import Settings
 from ..spec import ModelDeploymentSpec
 from . import phases, rollout, status
-from .harvest import Failed, Succeeded, job_finished
+from .harvest import Result, job_finished
 from .state import Observed, Plan, PlanState
 
 Phase = Callable[[PlanState], None]
@@ -43,7 +43,7 @@ PHASES: tuple[Phase, ...] = (
 def plan(
     cr: Mapping[str, Any],
     observed: Observed,
-    outcomes: Mapping[str, Succeeded | Failed],
+    outcomes: Mapping[str, Result],
     settings: Settings,
     now: str,
     analysis: rollout.QueryResults | None = None,

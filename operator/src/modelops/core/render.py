@@ -273,6 +273,9 @@ def trainer_args(cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Set
 TRAINER_EXIT_TERMINATED = 143
 # Deleted trainer pods the Job replaces before it gives up (evictions are not counted).
 TRAINER_DISRUPTION_RETRIES = 3
+# Trainer Jobs per version when a run's result is lost to a disruption the Job cannot retry
+# (a pod deleted after it succeeded, or killed before its trainer could stop by itself).
+TRAINER_RUNS = 3
 TRAINER_FAILURE_POLICY: dict[str, Any] = {
     "rules": [
         {
@@ -332,6 +335,10 @@ def trainer_job(cr: Mapping[str, Any], spec: ModelDeploymentSpec, settings: Sett
     pod_labels = labels(name, COMPONENT_TRAINER, version)
     pod_spec = _pod_spec([container], volumes)
     pod_spec["restartPolicy"] = "Never"
+    # The pause process is PID 1, not the trainer: a SIGTERM that comes before the trainer
+    # handles it (a pod deleted as it starts) ends it (143, run again) instead of being
+    # ignored, as PID 1 ignores it, until the grace period's SIGKILL (137, a failure).
+    pod_spec["shareProcessNamespace"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

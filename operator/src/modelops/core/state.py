@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings
 from ..spec import ModelDeploymentSpec
-from .harvest import Failed, Succeeded
+from .harvest import Result
 
 if TYPE_CHECKING:
     from .rollout import QueryResults
@@ -51,6 +51,8 @@ class Ref:
     api_version: str
     kind: str
     name: str
+    # When set, only the object of this uid is deleted (not one created since under its name).
+    uid: str = ""
 
 
 @dataclass
@@ -86,7 +88,7 @@ class PlanState:
     cr: Mapping[str, Any]
     spec: ModelDeploymentSpec
     observed: Observed
-    outcomes: Mapping[str, Succeeded | Failed]
+    outcomes: Mapping[str, Result]
     settings: Settings
     now: str
     old: dict[str, Any]  # the status as found
@@ -102,6 +104,8 @@ class PlanState:
     foreign: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (reason, message) when the spec cannot proceed: nothing new is trained or rolled out.
     blocked: tuple[str, str] | None = None
+    # Why the candidate's last run is run again (its result was lost to a disruption).
+    disruption: str | None = None
     # Why the servers' rollout of the target stalled (past its progress deadline), if it did.
     stalled: str | None = None
     # Shadow/Canary rollout (core/rollout.py): the analysis' query results (None: none was due),
@@ -119,7 +123,7 @@ class PlanState:
         cls,
         cr: Mapping[str, Any],
         observed: Observed,
-        outcomes: Mapping[str, Succeeded | Failed],
+        outcomes: Mapping[str, Result],
         settings: Settings,
         now: str,
         analysis: QueryResults | None = None,

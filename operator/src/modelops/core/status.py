@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import names
-from . import harvest, render
+from . import harvest, phases, render
 from .state import Event, Plan, PlanState
 
 
@@ -86,6 +86,19 @@ def trainer_stuck(state: PlanState) -> tuple[str, str] | None:
     )
 
 
+def training_message(state: PlanState) -> str:
+    version = state.version
+    if state.disruption is not None:
+        return f"training {version} again: {state.disruption}"
+    runs = phases.training_runs(state)
+    if runs > 1:
+        return (
+            f"training {version} (run {runs} of {render.TRAINER_RUNS}: the result of the "
+            "run before was lost to a disruption)"
+        )
+    return f"training {version}"
+
+
 def trained_condition(state: PlanState) -> dict[str, Any]:
     entry, version, generation = state.entry, state.version, state.generation
     if entry is None and state.blocked is not None:
@@ -98,7 +111,7 @@ def trained_condition(state: PlanState) -> dict[str, Any]:
         started = version in state.observed.jobs or state.job_created
         reason = names.REASON_TRAINING if started else names.REASON_PENDING
         return condition(
-            names.CONDITION_TRAINED, "False", reason, f"training {version}", generation
+            names.CONDITION_TRAINED, "False", reason, training_message(state), generation
         )
     if state.verdict == names.OUTCOME_FAILED:
         return condition(
@@ -264,6 +277,9 @@ def write_status(state: PlanState) -> None:
         "history": state.history,
         "conditions": stamp_transitions(conditions, state.old, state.now),
     }
+    runs = phases.training_runs(state)
+    if runs:
+        status["trainingRuns"] = runs
     if state.candidate_accuracy is not None:
         status["candidateAccuracy"] = state.candidate_accuracy
     if state.serving:
@@ -311,6 +327,11 @@ def reject(
             cond = condition(kind_, "False", names.REASON_CHILD_REJECTED, text, generation)
         conditions.append(cond)
     status["conditions"] = stamp_transitions(conditions, old, now)
+    if "Job" in rejected_kinds:  # the run it counted did not start
+        same = old.get("candidateVersion") == status.get("candidateVersion")
+        status.pop("trainingRuns", None)
+        if same and old.get("trainingRuns"):
+            status["trainingRuns"] = old["trainingRuns"]
     lost = {"Job": names.EVENT_TRAINING_STARTED, "ConfigMap": names.EVENT_ARTIFACT_STORED}
     dropped = {lost[k] for k in rejected_kinds if k in lost}
     events = [e for e in result.events if e.reason not in dropped]
