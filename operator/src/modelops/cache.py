@@ -40,14 +40,19 @@ def resource_version(obj: Mapping[str, Any]) -> int:
 
 
 def trimmed(plural: str, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """What a pass reads of a child: no managedFields (often half an object), of an artifact
-    ConfigMap its metadata only (the planner reads annotations, never the model bytes), of a
-    pod no spec (its status says why it may not start)."""
+    """What a pass reads of a child, kept small for a thousand of each: no managedFields
+    (often half an object), of an artifact ConfigMap its metadata only (the planner reads
+    annotations, never the model bytes), of a pod no spec (its status says why it may not
+    start), of a Job no pod template (its status and conditions say how it went; a result is
+    read from its pods, by the API)."""
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
     if plural == "configmaps":
         return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"), "metadata": meta}
-    dropped = {"metadata", "spec"} if plural == PODS else {"metadata"}
-    return {**{k: v for k, v in obj.items() if k not in dropped}, "metadata": meta}
+    out = {k: v for k, v in obj.items() if k != "metadata" and not (plural == PODS and k == "spec")}
+    if plural == "jobs" and isinstance(out.get("spec"), Mapping):
+        out["spec"] = {k: v for k, v in out["spec"].items() if k != "template"}
+    out["metadata"] = meta
+    return out
 
 
 class Children:
