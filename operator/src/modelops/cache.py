@@ -17,6 +17,7 @@ differed get a pass. A missed event lasts at most one interval, the bound the re
 from __future__ import annotations
 
 import collections
+import copy
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -173,3 +174,32 @@ class Children:
     def size(self) -> int:
         with self._lock:
             return sum(len(owned) for kind in self._objects.values() for owned in kind.values())
+
+
+class Resources:
+    """The newest version of each ModelDeployment that its watch or the operator's own status
+    write showed: a pass starts from it instead of a GET. A pass gets its own copy (the
+    planner may change what it is given)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[Key, dict[str, Any]] = {}
+
+    def put(self, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        if not meta.get("namespace") or not meta.get("name"):
+            return
+        key = (str(meta["namespace"]), str(meta["name"]))
+        with self._lock:
+            cached = self._latest.get(key)
+            if cached is None or resource_version(cached) <= resource_version(obj):
+                self._latest[key] = dict(obj)
+
+    def drop(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._latest.pop((namespace, name), None)
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            cached = self._latest.get((namespace, name))
+        return copy.deepcopy(cached) if cached is not None else None

@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from modelops_contract.clock import now_rfc3339
 
 from . import engine, metrics, prometheus
-from .cache import KINDS, PODS, Children, Key, trimmed
+from .cache import KINDS, PODS, Children, Key, Resources, trimmed
 from .core import render
 from .core.drift import rollout_stalled, template_version
 from .core.harvest import job_finished
@@ -147,6 +147,7 @@ class Kube:
         self._expected: dict[tuple[str, str], set[str]] = {}
         # What the watches (operator.py) and this operator's writes showed of its children.
         self.children = Children()
+        self.resources = Resources()
         # Resources whose next pass reads its children from the API server, not the cache.
         self._fresh: set[Key] = set()
 
@@ -314,12 +315,14 @@ class Kube:
         old = cr.get("status") or {}
         body = {k: None for k in old if k not in status}
         body.update(status)
-        self.request(
+        saved = self.request(
             "PATCH",
             object_path(cr["apiVersion"], KIND, meta["namespace"], meta["name"]) + "/status",
             body={"status": body},
             content_type="application/merge-patch+json",
         )
+        if saved:  # the next pass starts from what was saved, echo or not
+            self.resources.put(saved)
 
     def emit(self, cr: Mapping[str, Any], event: Event) -> None:
         meta = cr["metadata"]
@@ -587,13 +590,18 @@ class Kube:
         return object_path("v1", "ConfigMap", namespace, render.artifact_name(name, version))
 
     def read(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
-        """The resource (always from the API server: its status holds decisions kept for
-        good) and its children: from the cache, or, in a pass marked fresh (reconcile()),
-        listed (filtered by the resource's uid afterwards) and put in place of the cache's."""
+        """The resource and its children as the watches (and this operator's own writes)
+        showed them; in a pass marked fresh (reconcile()), read from the API server instead
+        (children listed, filtered by the resource's uid afterwards) and put in the cache."""
         key = (namespace, name)
         fresh = key in self._fresh
         self._fresh.discard(key)
-        wanted = self._fanout.submit(self.get, object_path(API_VERSION, KIND, namespace, name))
+        cached = None if fresh else self.resources.get(namespace, name)
+        wanted: concurrent.futures.Future[dict[str, Any] | None] = concurrent.futures.Future()
+        if cached is not None:
+            wanted.set_result(cached)
+        else:
+            wanted = self._fanout.submit(self.get, object_path(API_VERSION, KIND, namespace, name))
         # A new resource (or version) has no artifact listed, so its pass looks the name up:
         # with the version known from the watch event, that read joins this round trip instead
         # of adding one before the trainer Job is created.
@@ -609,6 +617,8 @@ class Kube:
         cr = wanted.result()
         if cr is None or cr["metadata"].get("deletionTimestamp"):
             return None
+        if cached is None:
+            self.resources.put(cr)
         if not fresh:
             # Read after the resource: whatever a watch showed until now is in this pass.
             lists = self.children.lists(key)

@@ -340,8 +340,10 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         if namespace is None:
             return
         if type == "DELETED":
+            queue.kube.resources.drop(namespace, name)
             metrics.forget(namespace, name)
             return
+        queue.kube.resources.put(body)
         generation = body.get("metadata", {}).get("generation")
         observed = (body.get("status") or {}).get("observedGeneration")
         if type == "MODIFIED" and generation == observed:
