@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from modelops.cache import Children, trimmed
+from modelops.cache import Children, Resources, trimmed
 from modelops.kube import Kube
 from modelops.settings import Settings
 
@@ -97,3 +97,26 @@ def test_a_pass_reads_children_from_the_cache_and_sees_its_own_writes() -> None:
         kube.children.put("pods", pod)
     pods = kube._running_trainer_pods("ns", "iris", written)
     assert [p["metadata"]["uid"] for p in pods] == ["p"]
+
+
+def md(name: str, rv: int, phase: str = "") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "ns", "resourceVersion": str(rv)},
+        "status": {"phase": phase},
+    }
+
+
+def test_a_pass_starts_from_the_newest_resource_and_a_missed_deletion_is_forgotten() -> None:
+    resources = Resources()
+    resources.put(md("iris", 5, "Training"))  # e.g. what the operator's status write returned
+    resources.put(md("iris", 4, "Pending"))  # the watch's older event, arriving later
+    mine = resources.get("ns", "iris")
+    assert mine is not None and mine["status"]["phase"] == "Training"
+    mine["status"]["phase"] = "changed by a planner"
+    assert resources.get("ns", "iris") == md("iris", 5, "Training")  # a copy each time
+    resources.put(md("gone", 1))  # deleted while a watch was down
+    since = time.monotonic()
+    resources.put(md("new", 2))  # seen while the list was read
+    resources.replace_all([md("iris", 5, "Training")], since)
+    assert resources.get("ns", "gone") is None  # its next pass reads it (404: nothing to do)
+    assert resources.get("ns", "new") is not None

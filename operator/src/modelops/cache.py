@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .names import LABEL_NAME
+from .names import LABEL_NAME, PLURAL
 
 # Children as a pass sees them, in this order (kube.ChildLists).
 KINDS = ("jobs", "configmaps", "deployments", "services")
@@ -177,29 +177,49 @@ class Children:
 
 
 class Resources:
-    """The newest version of each ModelDeployment that its watch or the operator's own status
-    write showed: a pass starts from it instead of a GET. A pass gets its own copy (the
-    planner may change what it is given)."""
+    """The newest version of each ModelDeployment that its watch, a re-list or the operator's
+    own status write showed: a pass starts from it instead of a GET. A pass gets its own copy
+    (the planner may change what it is given)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._latest: dict[Key, dict[str, Any]] = {}
+        # (namespace, name) → (object without managedFields, monotonic time it was stored)
+        self._latest: dict[Key, tuple[dict[str, Any], float]] = {}
 
-    def put(self, obj: Mapping[str, Any]) -> None:
+    @staticmethod
+    def _key(obj: Mapping[str, Any]) -> Key | None:
         meta = obj.get("metadata") or {}
         if not meta.get("namespace") or not meta.get("name"):
+            return None
+        return str(meta["namespace"]), str(meta["name"])
+
+    def put(self, obj: Mapping[str, Any]) -> None:
+        key = self._key(obj)
+        if key is None:
             return
-        key = (str(meta["namespace"]), str(meta["name"]))
         with self._lock:
             cached = self._latest.get(key)
-            if cached is None or resource_version(cached) <= resource_version(obj):
-                self._latest[key] = dict(obj)
+            old, new = (resource_version(cached[0]) if cached else 0), resource_version(obj)
+            if cached is not None and old and new and old >= new:
+                return  # the same version (a re-list), or an older one
+            self._latest[key] = (trimmed(PLURAL, obj), time.monotonic())
 
     def drop(self, namespace: str, name: str) -> None:
         with self._lock:
             self._latest.pop((namespace, name), None)
 
+    def replace_all(self, listed: Iterable[Mapping[str, Any]], since: float) -> None:
+        """What a list read at `since` holds takes the place of the cache: a resource whose
+        deletion a watch missed is forgotten (its next pass reads it, and finds it gone)."""
+        found = {key: obj for obj in listed if (key := self._key(obj)) is not None}
+        with self._lock:
+            for key, (_, at) in list(self._latest.items()):
+                if key not in found and at < since:
+                    del self._latest[key]
+        for obj in found.values():
+            self.put(obj)
+
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
             cached = self._latest.get((namespace, name))
-        return copy.deepcopy(cached) if cached is not None else None
+        return copy.deepcopy(cached[0]) if cached is not None else None

@@ -34,6 +34,7 @@ from .core.state import Event, Observed, Plan, Ref
 from .names import (
     API_VERSION,
     COMPONENT_MODEL,
+    GROUP,
     KIND,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -41,6 +42,7 @@ from .names import (
     LABEL_VERSION,
     MANAGED_BY,
     PLURAL,
+    VERSION,
 )
 from .settings import Settings
 
@@ -421,9 +423,9 @@ class Kube:
         self, kinds: Sequence[tuple[str, str, str, str]], namespaces: Sequence[str]
     ) -> set[Key]:
         """List every owned child of each kind (group, version, plural, label selector) in the
-        watched namespaces (none: cluster-wide), in pages, and put it in place of the cache;
-        the resources whose children differed from what the watches showed (see
-        :mod:`modelops.cache`)."""
+        watched namespaces (none: cluster-wide), in pages, and put it in place of the cache,
+        the ModelDeployments too; the resources whose children differed from what the watches
+        showed (see :mod:`modelops.cache`)."""
         changed: set[Key] = set()
         scopes: Sequence[str | None] = namespaces or [None]
         for group, version, plural, selector in kinds:
@@ -433,12 +435,20 @@ class Kube:
                 path = kind_path(group, version, plural, namespace)
                 listed.extend(self._pages(path, selector, plural))
             changed |= self.children.replace_all(plural, listed, since)
+        since = time.monotonic()
+        resources: Objects = []
+        for namespace in scopes:
+            path = kind_path(GROUP, VERSION, PLURAL, namespace)
+            resources.extend(self._pages(path, "", PLURAL))
+        self.resources.replace_all(resources, since)
         return changed
 
     def _pages(self, path: str, selector: str, plural: str) -> Iterator[dict[str, Any]]:
         """A consistent list in pages of RELIST_PAGE, each trimmed as it arrives (no model
         bytes, no managedFields kept: the peak is one page, not the whole kind)."""
-        query = {"labelSelector": selector, "limit": str(RELIST_PAGE)}
+        query = {"limit": str(RELIST_PAGE)}
+        if selector:
+            query["labelSelector"] = selector
         accept = METADATA_ONLY if plural == "configmaps" else "application/json"
         while True:
             data = self.request("GET", path, query=query, accept=accept)
