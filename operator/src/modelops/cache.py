@@ -193,15 +193,18 @@ class Resources:
             return None
         return str(meta["namespace"]), str(meta["name"])
 
-    def put(self, obj: Mapping[str, Any]) -> None:
+    def put(self, obj: Mapping[str, Any], listed: bool = False) -> None:
+        """Keep `obj` unless the cache holds a newer version. The same version from a watch
+        replaces the cached copy (kopf keeps that very event's body: the two share their
+        spec and status); from a `listed` page it does not."""
         key = self._key(obj)
         if key is None:
             return
         with self._lock:
             cached = self._latest.get(key)
             old, new = (resource_version(cached[0]) if cached else 0), resource_version(obj)
-            if cached is not None and old and new and old >= new:
-                return  # the same version (a re-list), or an older one
+            if cached is not None and old and new and (old > new or (listed and old == new)):
+                return
             self._latest[key] = (trimmed(PLURAL, obj), time.monotonic())
 
     def drop(self, namespace: str, name: str) -> None:
@@ -217,7 +220,7 @@ class Resources:
                 if key not in found and at < since:
                     del self._latest[key]
         for obj in found.values():
-            self.put(obj)
+            self.put(obj, listed=True)
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:

@@ -49,17 +49,16 @@ from .settings import Settings
 log = logging.getLogger("modelops.kube")
 # Reconcile passes run in RECONCILE_THREADS threads, plus URGENT_THREADS kept for resources
 # whose spec changed (operator.py), so that a new resource does not wait behind resyncs and
-# the echoes of the operator's own writes. Each pass fans its reads out at once (the resource
-# and up to two artifacts by name; children come from the watch cache): the observe pool has a
-# thread for every such read of every pass in flight (a retry's four child lists wait their
-# turn). The connection pool holds one connection per thread of all three.
+# the echoes of the operator's own writes. A pass reads from the watch cache; only a pass that
+# reads the API server (the resource not cached yet, a retry: the resource, four child lists,
+# artifacts by name) fans its reads out at once, in the observe pool (FANOUT_THREADS; more such
+# reads wait their turn). The connection pool holds one connection per thread of all three.
 RECONCILE_THREADS = 16
 # A new resource's pass holds its thread for five round trips (reads, Job, Service, status,
 # Event): on a loaded API server (~100-250 ms each) 8 threads kept up with ~10 creations/s and
 # a burst queued for seconds.
 URGENT_THREADS = 32
-READS_PER_PASS = 3
-FANOUT_THREADS = READS_PER_PASS * (RECONCILE_THREADS + URGENT_THREADS)
+FANOUT_THREADS = 32
 # The job controller's label on a Job's pods.
 JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
 Objects = list[dict[str, Any]]
@@ -80,7 +79,7 @@ PLURALS = {
 }
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 # Objects per page when the whole of a kind is listed (the watch cache's safety net).
-RELIST_PAGE = 250
+RELIST_PAGE = 100
 MONITORING_CRD_TTL = 60.0
 # Artifact ConfigMaps are listed as metadata only: the planner reads their annotations, and
 # the model bytes would otherwise cross the wire (and be parsed) on every pass.
@@ -613,11 +612,13 @@ class Kube:
         else:
             wanted = self._fanout.submit(self.get, object_path(API_VERSION, KIND, namespace, name))
         # A new resource (or version) has no artifact listed, so its pass looks the name up:
-        # with the version known from the watch event, that read joins this round trip instead
-        # of adding one before the trainer Job is created.
+        # with the version known from the watch event, that read joins the resource's round
+        # trip instead of adding one before the trainer Job is created. (With the resource
+        # cached, the look-up is the only read: _artifacts() makes it in this thread.)
+        expected = sorted(self._expected.pop((namespace, name), ()))
         fetched = {
             version: self._fanout.submit(self.get, self._artifact_path(namespace, name, version))
-            for version in sorted(self._expected.pop((namespace, name), ()))
+            for version in (expected if cached is None else ())
         }
         if fresh:
             since = time.monotonic()
