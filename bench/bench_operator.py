@@ -117,6 +117,23 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def wait_established(plane: ControlPlane, timeout: float = 60.0) -> None:
+    """`kubectl wait` fails outright ("accessor error") when it reads the CRD before its first
+    status: retry until the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            plane.kubectl(
+                "wait", "--for=condition=Established", "--timeout=10s",
+                "crd/modeldeployments.modelops.dev",
+            )  # fmt: skip
+            return
+        except controlplane.KubectlError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=200, help="ModelDeployments (200)")
@@ -130,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     controlplane.SERVICE_CIDR = "10.96.0.0/16"
     with ControlPlane() as plane:
         plane.kubectl("apply", "-k", str(ROOT / "config" / "crd"))
-        plane.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/modeldeployments.modelops.dev",
-        )  # fmt: skip
+        wait_established(plane)
         plane.kubectl("create", "namespace", "modelops-system")
         plane.kubectl("apply", "-k", str(ROOT / "config" / "rbac"))
         plane.kubectl("create", "namespace", NS)

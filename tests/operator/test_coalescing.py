@@ -35,7 +35,7 @@ class FakeKube:
         self.hold[name] = threading.Event()
         self.started[name] = threading.Event()
 
-    def reconcile(self, namespace: str, name: str) -> SimpleNamespace:
+    def reconcile(self, namespace: str, name: str, fresh: bool = True) -> SimpleNamespace:
         self.passes[name] += 1
         if name in self.started:
             self.started[name].set()
@@ -131,7 +131,7 @@ def test_a_failed_pass_is_retried(
     monkeypatch.setattr(operator, "MAX_BACKOFF_SECONDS", 0.0)
 
     class Flaky(FakeKube):
-        def reconcile(self, namespace: str, name: str) -> SimpleNamespace:
+        def reconcile(self, namespace: str, name: str, fresh: bool = True) -> SimpleNamespace:
             done = super().reconcile(namespace, name)
             if self.passes[name] == 1:
                 raise ApiError(500, "etcd is down")

@@ -20,7 +20,8 @@ LAYERS = {
     "names": 0, "settings": 0, "spec": 0, "validation": 0,
     "core": 1,
     "engine": 2,
-    "kube": 3, "metrics": 3, "leader": 3, "operator": 3, "local": 3, "cli": 3, "prometheus": 3,
+    "kube": 3, "cache": 3, "metrics": 3, "leader": 3, "operator": 3, "local": 3, "cli": 3,
+    "prometheus": 3,
 }  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from modelops_contract.clock import now_rfc3339
 
 from . import engine, metrics, prometheus
+from .cache import KINDS, PODS, Children, Key, Resources, trimmed
 from .core import render
 from .core.drift import rollout_stalled, template_version
 from .core.harvest import job_finished
@@ -33,6 +34,7 @@ from .core.state import Event, Observed, Plan, Ref
 from .names import (
     API_VERSION,
     COMPONENT_MODEL,
+    GROUP,
     KIND,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -40,24 +42,28 @@ from .names import (
     LABEL_VERSION,
     MANAGED_BY,
     PLURAL,
+    VERSION,
 )
 from .settings import Settings
 
 log = logging.getLogger("modelops.kube")
 # Reconcile passes run in RECONCILE_THREADS threads, plus URGENT_THREADS kept for resources
 # whose spec changed (operator.py), so that a new resource does not wait behind resyncs and
-# the echoes of the operator's own writes. Each pass fans its reads out at once (the resource,
-# four child lists, up to two artifacts by name): the observe pool has a thread for every read
-# of every pass in flight. The connection pool holds one connection per thread of all three.
+# the echoes of the operator's own writes. A pass reads from the watch cache; only a pass that
+# reads the API server (the resource not cached yet, a retry: the resource, four child lists,
+# artifacts by name) fans its reads out at once, in the observe pool (FANOUT_THREADS; more such
+# reads wait their turn). The connection pool holds one connection per thread of all three.
 RECONCILE_THREADS = 16
 # A new resource's pass holds its thread for five round trips (reads, Job, Service, status,
 # Event): on a loaded API server (~100-250 ms each) 8 threads kept up with ~10 creations/s and
 # a burst queued for seconds.
 URGENT_THREADS = 32
-READS_PER_PASS = 7
-FANOUT_THREADS = READS_PER_PASS * (RECONCILE_THREADS + URGENT_THREADS)
+FANOUT_THREADS = 32
+# The job controller's label on a Job's pods.
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+Objects = list[dict[str, Any]]
 # Children of one resource as listed: Jobs, ConfigMaps, Deployments, Services.
-ChildLists = list[list[dict[str, Any]]]
+ChildLists = list[Objects]
 
 # (apiVersion, kind) → plural, for building paths.
 PLURALS = {
@@ -72,6 +78,8 @@ PLURALS = {
     (API_VERSION, KIND): PLURAL,
 }
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+# Objects per page when the whole of a kind is listed (the watch cache's safety net).
+RELIST_PAGE = 100
 MONITORING_CRD_TTL = 60.0
 # Artifact ConfigMaps are listed as metadata only: the planner reads their annotations, and
 # the model bytes would otherwise cross the wire (and be parsed) on every pass.
@@ -110,6 +118,12 @@ def collection_path(api_version: str, kind: str, namespace: str) -> str:
     return f"{prefix}/namespaces/{namespace}/{plural}"
 
 
+def kind_path(group: str, version: str, plural: str, namespace: str | None) -> str:
+    """A collection's path by group, version and plural; cluster-wide without a namespace."""
+    prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+    return f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
+
+
 def object_path(api_version: str, kind: str, namespace: str, name: str) -> str:
     return f"{collection_path(api_version, kind, namespace)}/{quote(name)}"
 
@@ -132,6 +146,11 @@ class Kube:
         # (namespace, name) → the versions whose artifact ConfigMap the next pass reads by
         # name, known from the resource's watch event (see read()).
         self._expected: dict[tuple[str, str], set[str]] = {}
+        # What the watches (operator.py) and this operator's writes showed of its children.
+        self.children = Children()
+        self.resources = Resources()
+        # Resources whose next pass reads its children from the API server, not the cache.
+        self._fresh: set[Key] = set()
 
     @classmethod
     def connect(cls, settings: Settings, kubeconfig: str | None = None) -> Kube:
@@ -258,8 +277,12 @@ class Kube:
 
     def _wrote(self, obj: Mapping[str, Any] | None) -> None:
         meta = (obj or {}).get("metadata") or {}
-        if meta.get("uid") and meta.get("resourceVersion"):
+        if obj and meta.get("uid") and meta.get("resourceVersion"):
             self._written[meta["uid"]] = meta["resourceVersion"]
+            # The next pass sees what this one wrote, whether or not its echo has arrived.
+            plural = PLURALS.get((str(obj.get("apiVersion")), str(obj.get("kind"))))
+            if plural:
+                self.children.put(plural, obj)
 
     def echo(self, body: Mapping[str, Any]) -> bool:
         """Whether a child's watch event shows just what this operator's own write left: the
@@ -297,12 +320,14 @@ class Kube:
         old = cr.get("status") or {}
         body = {k: None for k in old if k not in status}
         body.update(status)
-        self.request(
+        saved = self.request(
             "PATCH",
             object_path(cr["apiVersion"], KIND, meta["namespace"], meta["name"]) + "/status",
             body={"status": body},
             content_type="application/merge-patch+json",
         )
+        if saved:  # the next pass starts from what was saved, echo or not
+            self.resources.put(saved)
 
     def emit(self, cr: Mapping[str, Any], event: Event) -> None:
         meta = cr["metadata"]
@@ -394,6 +419,47 @@ class Kube:
                 return False
             raise
         return True
+
+    # The watch cache's safety net -------------------------------------------------------------
+
+    def relist(
+        self, kinds: Sequence[tuple[str, str, str, str]], namespaces: Sequence[str]
+    ) -> set[Key]:
+        """List every owned child of each kind (group, version, plural, label selector) in the
+        watched namespaces (none: cluster-wide), in pages, and put it in place of the cache,
+        the ModelDeployments too; the resources whose children differed from what the watches
+        showed (see :mod:`modelops.cache`)."""
+        changed: set[Key] = set()
+        scopes: Sequence[str | None] = namespaces or [None]
+        for group, version, plural, selector in kinds:
+            since = time.monotonic()
+            listed: Objects = []
+            for namespace in scopes:
+                path = kind_path(group, version, plural, namespace)
+                listed.extend(self._pages(path, selector, plural))
+            changed |= self.children.replace_all(plural, listed, since)
+        since = time.monotonic()
+        resources: Objects = []
+        for namespace in scopes:
+            path = kind_path(GROUP, VERSION, PLURAL, namespace)
+            resources.extend(self._pages(path, "", PLURAL))
+        self.resources.replace_all(resources, since)
+        return changed
+
+    def _pages(self, path: str, selector: str, plural: str) -> Iterator[dict[str, Any]]:
+        """A consistent list in pages of RELIST_PAGE, each trimmed as it arrives (no model
+        bytes, no managedFields kept: the peak is one page, not the whole kind)."""
+        query = {"limit": str(RELIST_PAGE)}
+        if selector:
+            query["labelSelector"] = selector
+        accept = METADATA_ONLY if plural == "configmaps" else "application/json"
+        while True:
+            data = self.request("GET", path, query=query, accept=accept)
+            yield from (trimmed(plural, item) for item in data.get("items") or [])
+            token = (data.get("metadata") or {}).get("continue")
+            if not token:
+                return
+            query["continue"] = token
 
     # Reconcile ------------------------------------------------------------------------------
 
@@ -490,15 +556,22 @@ class Kube:
         training: list[dict[str, Any]] = []
         job = jobs.get(cr["spec"]["modelVersion"])
         if job is not None and job_finished(job) is None:
-            training = self.list(
-                pods, f"batch.kubernetes.io/controller-uid={job['metadata']['uid']}"
-            )
+            training = self._running_trainer_pods(namespace, name, job)
         serving: list[dict[str, Any]] = []
         if server is not None and rollout_stalled(server, template_version(server) or ""):
             # The Deployment's own selector: its pods, not a candidate's.
             own = server["spec"]["selector"].get("matchLabels") or render.server_selector(name)
             serving = self.list(pods, render.selector_string(own))
         return tuple(training), tuple(serving)
+
+    def _running_trainer_pods(self, namespace: str, name: str, job: Mapping[str, Any]) -> Objects:
+        """The pods of a running trainer Job, as the pod watch showed them (no request)."""
+        uid = job["metadata"]["uid"]
+        return [
+            pod
+            for pod in self.children.owned(PODS, (namespace, name))
+            if (pod["metadata"].get("labels") or {}).get(JOB_UID_LABEL) == uid
+        ]
 
     def _artifacts(
         self,
@@ -532,27 +605,53 @@ class Kube:
         return object_path("v1", "ConfigMap", namespace, render.artifact_name(name, version))
 
     def read(self, namespace: str, name: str) -> tuple[Mapping[str, Any], Observed] | None:
-        # The resource and its children are read at once (children are filtered by the
-        # resource's uid afterwards).
-        wanted = self._fanout.submit(self.get, object_path(API_VERSION, KIND, namespace, name))
+        """The resource and its children as the watches (and this operator's own writes)
+        showed them; in a pass marked fresh (reconcile()), read from the API server instead
+        (children listed, filtered by the resource's uid afterwards) and put in the cache."""
+        key = (namespace, name)
+        fresh = key in self._fresh
+        self._fresh.discard(key)
+        cached = None if fresh else self.resources.get(namespace, name)
+        wanted: concurrent.futures.Future[dict[str, Any] | None] = concurrent.futures.Future()
+        if cached is not None:
+            wanted.set_result(cached)
+        else:
+            wanted = self._fanout.submit(self.get, object_path(API_VERSION, KIND, namespace, name))
         # A new resource (or version) has no artifact listed, so its pass looks the name up:
-        # with the version known from the watch event, that read joins this round trip instead
-        # of adding one before the trainer Job is created.
+        # with the version known from the watch event, that read joins the resource's round
+        # trip instead of adding one before the trainer Job is created. (With the resource
+        # cached, the look-up is the only read: _artifacts() makes it in this thread.)
+        expected = sorted(self._expected.pop((namespace, name), ()))
         fetched = {
             version: self._fanout.submit(self.get, self._artifact_path(namespace, name, version))
-            for version in sorted(self._expected.pop((namespace, name), ()))
+            for version in (expected if cached is None else ())
         }
-        lists = self._child_lists(namespace, name)
+        if fresh:
+            since = time.monotonic()
+            lists = self._child_lists(namespace, name)
+            for plural, items in zip(KINDS, lists, strict=True):
+                self.children.replace(plural, key, items, since)
         cr = wanted.result()
         if cr is None or cr["metadata"].get("deletionTimestamp"):
             return None
+        if cached is None:
+            self.resources.put(cr)
+        if not fresh:
+            # Read after the resource: whatever a watch showed until now is in this pass.
+            lists = self.children.lists(key)
         return cr, self.observe(cr, lists, fetched)
 
     def analyse(self, cr: Mapping[str, Any], request: AnalysisRequest) -> QueryResults:
         return prometheus.run(request, self.settings.prometheus_timeout_seconds)
 
-    def reconcile(self, namespace: str, name: str) -> Plan | None:
-        """One pass for one ModelDeployment; what it did (None: the resource is gone)."""
+    def reconcile(self, namespace: str, name: str, fresh: bool = True) -> Plan | None:
+        """One pass for one ModelDeployment; what it did (None: the resource is gone).
+        `fresh`: its children are listed from the API server (the periodic resync, retries),
+        else read from what the watches showed (passes that events asked for)."""
+        if fresh:
+            self._fresh.add((namespace, name))
+        else:
+            self._fresh.discard((namespace, name))
         done = engine.reconcile(self, namespace, name)
         if done is None:
             return None

@@ -78,6 +78,9 @@ class Queue:
     a running pass of the resource's generation for an event that changes no spec (kopf's
     finalizer, a status echo). Only events that arrive after the pass read, and could change
     its plan, are followed by exactly one more pass.
+
+    Passes read the children from the watch cache (:mod:`modelops.cache`); a retry after a
+    failure lists them from the API server (``fresh``).
     """
 
     CHILD_DELAY = 0.5
@@ -98,6 +101,8 @@ class Queue:
         self._generation: dict[tuple[str, str], int] = {}
         # One pending "pass again later" per resource (a rollout's pause), the latest asked.
         self._later: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # Keys whose next pass lists the children instead of reading the cache.
+        self._fresh: set[tuple[str, str]] = set()
 
     def schedule(
         self,
@@ -106,13 +111,17 @@ class Queue:
         delay: float = 0.0,
         urgent: bool = False,
         generation: int | None = None,
+        fresh: bool = False,
     ) -> None:
-        """Ask for a pass of one resource; `generation` is the resource's, for its own events."""
+        """Ask for a pass of one resource; `generation` is the resource's, for its own events;
+        `fresh`: the pass lists the children from the API server."""
         if self._closed:
             return
         key = (namespace, name)
         if urgent:
             self._urgent.add(key)
+        if fresh:
+            self._fresh.add(key)
         running = key in self._running
         if generation is not None:
             if running and generation <= self._generation.get(key, 0):
@@ -144,6 +153,7 @@ class Queue:
                     log.exception("reconcile loop failed", extra={"key": "/".join(key)})
                     retry = MAX_BACKOFF_SECONDS
                 if retry is not None:
+                    self._fresh.add(key)  # what failed may have been a stale cache
                     await asyncio.sleep(retry)
                     continue
                 if key not in self._dirty:
@@ -151,11 +161,15 @@ class Queue:
         finally:
             self._running.pop(key, None)
             self._generation.pop(key, None)
+            self._fresh.discard(key)
 
     def _pass(self, namespace: str, name: str) -> Plan | None:
         """One pass in a worker thread; from here on, later events need a pass of their own."""
-        self._reading.add((namespace, name))
-        return self.kube.reconcile(namespace, name)
+        key = (namespace, name)
+        self._reading.add(key)
+        fresh = key in self._fresh
+        self._fresh.discard(key)
+        return self.kube.reconcile(namespace, name, fresh=fresh)
 
     async def _once(self, key: tuple[str, str]) -> float | None:
         """One pass; the delay before a retry when it failed, else None."""
@@ -254,7 +268,8 @@ def matters(plural: str, type: str | None, body: Mapping[str, Any]) -> bool:
 
 
 def child_handler(queue: Queue) -> Callable[..., Awaitable[None]]:
-    """The handler of every owned child's events: schedule the owner, unless it is moot."""
+    """The handler of every owned child's events: schedule the owner, unless it is moot.
+    (What the event shows is already in the cache: see :func:`cache_handler`.)"""
 
     async def child(
         type: str | None,
@@ -264,6 +279,8 @@ def child_handler(queue: Queue) -> Callable[..., Awaitable[None]]:
         resource: kopf.Resource,
         **_: Any,
     ) -> None:
+        if type == "DELETED":
+            queue.kube.children.drop(resource.plural, body)
         owner = _owner(labels)
         if not owner or not namespace or queue.kube.echo(body):
             return
@@ -271,6 +288,19 @@ def child_handler(queue: Queue) -> Callable[..., Awaitable[None]]:
             queue.schedule(namespace, owner, delay=Queue.CHILD_DELAY)
 
     return child
+
+
+def cache_handler(queue: Queue) -> Callable[..., None]:
+    """Puts every owned child a watch shows into the cache. A kopf index handler: kopf runs
+    these before any other handler and holds every other handler back until each watched
+    kind has been listed once, so no pass reads a cache that has not been filled yet.
+    (kopf does not call index handlers for deletions: :func:`child_handler` drops those.)"""
+
+    def cache(body: Mapping[str, Any], resource: kopf.Resource, **_: Any) -> None:
+        queue.kube.children.put(resource.plural, body)
+        # Nothing is kept in kopf's own index.
+
+    return cache
 
 
 def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) -> None:
@@ -310,8 +340,10 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         if namespace is None:
             return
         if type == "DELETED":
+            queue.kube.resources.drop(namespace, name)
             metrics.forget(namespace, name)
             return
+        queue.kube.resources.put(body)
         generation = body.get("metadata", {}).get("generation")
         observed = (body.get("status") or {}).get("observedGeneration")
         if type == "MODIFIED" and generation == observed:
@@ -328,9 +360,12 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         if namespace:
             queue.schedule(namespace, name)
 
-    child = child_handler(queue)
+    child, cache = child_handler(queue), cache_handler(queue)
     selector = {LABEL_MANAGED_BY: MANAGED_BY}
     for group, version, plural in CHILD_WATCHES:
+        kopf.index(
+            group, version, plural, labels=selector, registry=registry, id=f"cache-{plural}"
+        )(cache)
         kopf.on.event(
             group, version, plural, labels=selector, registry=registry, id=f"child-{plural}"
         )(child)
@@ -355,6 +390,31 @@ def child_selector(plural: str) -> str:
     if plural in _COMPONENT_OF:
         selector += f",{LABEL_COMPONENT}={_COMPONENT_OF[plural]}"
     return selector
+
+
+async def relist(queue: Queue, settings: Settings) -> None:
+    """The watch cache's safety net: each resync interval, list every owned child once (all
+    resources in a few paged requests) and give a pass to the resources whose children the
+    watches had shown otherwise (e.g. a deletion while a watch was down)."""
+    kinds = [(g, v, p, child_selector(p)) for g, v, p in CHILD_WATCHES]
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(settings.resync_seconds)
+        try:
+            changed = await loop.run_in_executor(
+                None, queue.kube.relist, kinds, settings.namespaces
+            )
+        except ApiError as exc:
+            log.warning("listing the children for the watch cache failed: %s", exc)
+            continue
+        if changed:
+            log.info(
+                "watch cache: children of %d resources differed from the API server",
+                len(changed),
+                extra={"modeldeployments": ",".join("/".join(k) for k in sorted(changed)[:20])},
+            )
+        for namespace, name in changed:
+            queue.schedule(namespace, name, delay=Queue.CHILD_DELAY)
 
 
 async def serve_health(port: int, elector: LeaderElection | None) -> web.AppRunner:
@@ -436,6 +496,7 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> int:
         if elector is not None:
             await loop.run_in_executor(None, elector.release)
 
+    relisting = asyncio.create_task(relist(queue, settings))
     try:
         if not stop.is_set():
             # The Lease is what keeps replicas apart: kopf's own peering stays off.
@@ -448,6 +509,7 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> int:
             )
     finally:
         lost = elector is not None and elector.lost
+        relisting.cancel()
         if holding is not None:
             holding.cancel()
         await queue.drain()
