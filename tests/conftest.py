@@ -68,10 +68,49 @@ def operator_rbac() -> Callable[[str, str, str, dict[str, str]], str]:
     return build
 
 
-def pytest_collection_modifyitems(config: object, items: list) -> None:  # type: ignore[type-arg]
-    """Tests not marked integration or e2e are unit tests, so `-m unit` selects them."""
-    import pytest
+# Fixtures that hold the machine's one real node (modelops_testenv.pytest_plugin, tests/e2e).
+_REAL_NODE_FIXTURES = {
+    "_real_node_session", "real_node", "no_real_node", "node_namespace", "node_kubectl",
+    "product_images", "deployed_product", "e2e_namespace",
+}  # fmt: skip
+REAL_NODE_GROUP = "real-node"
 
+
+def _needs_real_node(item: pytest.Item) -> bool:
+    return bool(item.get_closest_marker("e2e")) or bool(
+        _REAL_NODE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests not marked integration or e2e are unit tests, so `-m unit` selects them.
+
+    Order: the real-node tests first, then the modules with integration tests, then the others
+    (stable within each), so that with pytest-xdist (`make test`: `-n 2 --dist loadgroup`) the
+    longest work starts first. Under xdist every test of a module runs in one worker (its
+    module fixtures are set up once, its tests keep their order), and every test that holds
+    the machine's one real node runs in the same worker, in this order.
+    """
     for item in items:
         if not any(item.get_closest_marker(tier) for tier in ("integration", "e2e")):
             item.add_marker(pytest.mark.unit)
+    modules: dict[str, tuple[bool, bool]] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        real, integration = modules.get(module, (False, False))
+        modules[module] = (
+            real or _needs_real_node(item),
+            integration or bool(item.get_closest_marker("integration")),
+        )
+    # Whole modules move (their module fixtures stay set up once); real-node tests first.
+    items.sort(
+        key=lambda i: (
+            not _needs_real_node(i),
+            *(not flag for flag in modules[i.nodeid.split("::")[0]]),
+        )
+    )
+    if config.pluginmanager.hasplugin("xdist"):
+        for item in items:
+            group = REAL_NODE_GROUP if _needs_real_node(item) else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))
