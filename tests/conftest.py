@@ -5,12 +5,14 @@
 pytest_plugins = ["modelops_testenv.pytest_plugin"]
 
 import subprocess  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+
+from modelops_testenv.pytest_plugin import release_real_node  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 _OPERATOR_RBAC_KINDS = {
@@ -80,6 +82,16 @@ def _needs_real_node(item: pytest.Item) -> bool:
     return bool(item.get_closest_marker("e2e")) or bool(
         _REAL_NODE_FIXTURES & set(getattr(item, "fixturenames", ()))
     )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After the last test that needs the real node (they run in a row), stop it: it is one
+    per machine, and the rest of the session (or a worker's share of it) has no use for it."""
+    result = yield
+    if _needs_real_node(item) and (nextitem is None or not _needs_real_node(nextitem)):
+        release_real_node(item.config)
+    return result
 
 
 @pytest.hookimpl(tryfirst=True)
