@@ -12,8 +12,6 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from modelops_testenv.pytest_plugin import release_real_node  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 _OPERATOR_RBAC_KINDS = {
     "ServiceAccount",
@@ -90,7 +88,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     per machine, and the rest of the session (or a worker's share of it) has no use for it."""
     result = yield
     if _needs_real_node(item) and (nextitem is None or not _needs_real_node(nextitem)):
-        release_real_node(item.config)
+        # (Not imported: pytest registers, and rewrites, the plugin itself.)
+        plugin = item.config.pluginmanager.get_plugin("modelops_testenv.pytest_plugin")
+        plugin.release_real_node(item.config)
     return result
 
 
