@@ -14,7 +14,7 @@ DURATION    ?=
 PYTEST_ARGS ?=
 # `make test` runs pytest in this many worker processes (pytest-xdist): every module in one
 # worker, every real-node test in the same one (tests/conftest.py); 0 runs it in one process.
-PYTEST_WORKERS ?= 2
+PYTEST_WORKERS ?= 3
 XDIST       := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
 # mypy's incremental cache, shared by every clone (it checks each module's hash, so a cache
 # written by another checkout only saves time); keyed by mypy's version.
@@ -55,7 +55,7 @@ format: install ## Reformat the code with ruff.
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: install test-tools lint ## Run every test tier (unit, integration, e2e on a real node: root) after lint; PYTEST_WORKERS=2.
+test: install test-tools lint ## Run every test tier (unit, integration, e2e on a real node: root) after lint; PYTEST_WORKERS=3.
 	@$(PYTEST) $(XDIST) $(PYTEST_ARGS)
 
 test-unit: install ## Run only the fast unit tests.

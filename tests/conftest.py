@@ -99,7 +99,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Tests not marked integration or e2e are unit tests, so `-m unit` selects them.
 
     Order: the real-node tests first, then the modules with integration tests, then the others
-    (stable within each), so that with pytest-xdist (`make test`: `-n 2 --dist loadgroup`) the
+    (stable within each), so that with pytest-xdist (`make test`: `-n 3 --dist loadgroup`) the
     longest work starts first. Under xdist every test of a module runs in one worker (its
     module fixtures are set up once, its tests keep their order), and every test that holds
     the machine's one real node runs in the same worker, in this order.
