@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # `make test` runs pytest in this many worker processes (pytest-xdist): every module in one
 # worker, every real-node test in the same one (tests/conftest.py); 0 runs it in one process.
 PYTEST_WORKERS ?= 3
-XDIST       := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+XDIST       := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder)
 # mypy's incremental cache, shared by every clone (it checks each module's hash, so a cache
 # written by another checkout only saves time); keyed by mypy's version.
 MYPY_CACHE   = $(HOME)/.cache/modelops/mypy/$(shell $(VENV)/bin/mypy --version 2>/dev/null | cut -d' ' -f2)

@@ -74,6 +74,8 @@ _REAL_NODE_FIXTURES = {
     "product_images", "deployed_product", "e2e_namespace",
 }  # fmt: skip
 REAL_NODE_GROUP = "real-node"
+# Where the tests that need the real node live (checked at collection).
+REAL_NODE_DIRS = ("tests/e2e/", "tests/node/")
 
 
 def _needs_real_node(item: pytest.Item) -> bool:
@@ -94,19 +96,37 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     return result
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (`make test`): each module runs in one worker (its module fixtures
+    are set up once, its tests keep their order), and every test under REAL_NODE_DIRS in one
+    worker, in collection order. By path: the controller only sees node ids (pytest 9's
+    node ids cannot carry xdist's `@group` suffix, so `--dist loadgroup` would not group)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return REAL_NODE_GROUP if module.startswith(REAL_NODE_DIRS) else module
+
+    return Scheduling(config, log)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests not marked integration or e2e are unit tests, so `-m unit` selects them.
 
     Order: the real-node tests first, then the modules with integration tests, then the others
-    (stable within each), so that with pytest-xdist (`make test`: `-n 3 --dist loadgroup`) the
-    longest work starts first. Under xdist every test of a module runs in one worker (its
-    module fixtures are set up once, its tests keep their order), and every test that holds
-    the machine's one real node runs in the same worker, in this order.
+    (stable within each), so that under pytest-xdist (pytest_xdist_make_scheduler) the longest
+    work starts first.
     """
     for item in items:
         if not any(item.get_closest_marker(tier) for tier in ("integration", "e2e")):
             item.add_marker(pytest.mark.unit)
+        if _needs_real_node(item) and not item.nodeid.startswith(REAL_NODE_DIRS):
+            raise pytest.UsageError(
+                f"{item.nodeid} needs the real node: move it under one of {REAL_NODE_DIRS} "
+                "(tests/conftest.py runs those in one pytest-xdist worker: one node per machine)"
+            )
     modules: dict[str, tuple[bool, bool]] = {}
     for item in items:
         module = item.nodeid.split("::")[0]
@@ -122,7 +142,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             *(not flag for flag in modules[i.nodeid.split("::")[0]]),
         )
     )
-    if config.pluginmanager.hasplugin("xdist"):
-        for item in items:
-            group = REAL_NODE_GROUP if _needs_real_node(item) else item.nodeid.split("::")[0]
-            item.add_marker(pytest.mark.xdist_group(group))
