@@ -12,6 +12,14 @@ PACKAGES    := operator/contract/src trainer/src model-server/src loadgen/src op
 export MODELOPS_STATE_DIR ?= $(CURDIR)/.modelops
 DURATION    ?=
 PYTEST_ARGS ?=
+# `make test` runs pytest in this many worker processes (pytest-xdist): every module in one
+# worker, every real-node test in the same one (tests/conftest.py); 0 runs it in one process.
+PYTEST_WORKERS ?= 3
+XDIST       := $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder)
+# mypy's incremental cache, shared by every clone (it checks each module's hash, so a cache
+# written by another checkout only saves time); keyed by mypy's version.
+MYPY_CACHE   = $(HOME)/.cache/modelops/mypy/$(shell $(VENV)/bin/mypy --version 2>/dev/null | cut -d' ' -f2)
+MYPY         = $(VENV)/bin/mypy --cache-dir "$(MYPY_CACHE)"
 PLATFORM    ?= kind
 UP_TIMEOUT  ?= 900
 
@@ -37,8 +45,8 @@ test-tools: install ## Build (or reuse from ~/.cache/modelops) test binaries: co
 lint: install ## Run ruff and mypy on every package; hadolint, shellcheck, actionlint.
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy $(PACKAGES)
-	@$(VENV)/bin/mypy --strict hack/release/release.py
+	@$(MYPY) $(PACKAGES)
+	@$(MYPY) --strict hack/release/release.py
 	@$(VENV)/bin/hadolint hack/images/Dockerfile
 	@$(VENV)/bin/shellcheck hack/*.sh hack/images/*.sh argocd/*.sh .ci/run
 	@"$$(hack/tools.sh actionlint)" -shellcheck $(VENV)/bin/shellcheck .github/workflows/*.yml
@@ -47,14 +55,14 @@ format: install ## Reformat the code with ruff.
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: install test-tools lint ## Run every test tier (unit, integration, e2e on a real node: root) after lint.
-	@$(PYTEST) $(PYTEST_ARGS)
+test: install test-tools lint ## Run every test tier (unit, integration, e2e on a real node: root) after lint; PYTEST_WORKERS=3.
+	@$(PYTEST) $(XDIST) $(PYTEST_ARGS)
 
 test-unit: install ## Run only the fast unit tests.
 	@$(PYTEST) -m unit $(PYTEST_ARGS)
 
 test-integration: install test-tools ## Run only the integration tests.
-	@$(PYTEST) -m integration $(PYTEST_ARGS)
+	@$(PYTEST) -m integration $(XDIST) $(PYTEST_ARGS)
 
 bench: install test-tools ## Run the benchmarks and print figures with ratios to their baselines.
 	@$(PY) bench/run.py

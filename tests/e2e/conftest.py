@@ -46,13 +46,28 @@ def deployed_product(request: pytest.FixtureRequest) -> Iterator[Product]:
         product = Product(ROOT, existing.kubectl, existing.images, cluster="existing")
     else:
         product, node_kubectl = _on_real_node(request)
+    done = False
+
+    def teardown() -> None:
+        nonlocal done
+        if done:
+            return
+        done = True
+        try:
+            product.teardown()
+        finally:
+            if node_kubectl is not None:
+                node_kubectl.run("taint", "node", "--all", _TAINT, "--overwrite")
+
+    if node_kubectl is not None:
+        # Undone before the node stops, also when it stops before the session ends (the last
+        # real-node test ran: tests/conftest.py releases the node for the machine's others).
+        request.getfixturevalue("_real_node_session").on_stop.append(teardown)
     try:
         product.deploy()
         yield product
     finally:
-        product.teardown()
-        if node_kubectl is not None:
-            node_kubectl.run("taint", "node", "--all", _TAINT, "--overwrite")
+        teardown()
 
 
 @pytest.fixture

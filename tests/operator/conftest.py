@@ -287,6 +287,25 @@ class OperatorProcess:
         )
         log.close()
 
+    def wait_ready(self, timeout: float = 90) -> None:
+        """Until /healthz answers: the process is up (its imports take seconds on a busy
+        machine), so that a test's own timeouts count from a running operator."""
+        import urllib.request
+
+        def answers() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the operator exited with {self.proc.returncode}:\n"
+                                     f"{self.logs()[-3000:]}")  # fmt: skip
+            try:
+                url = f"http://127.0.0.1:{self.health_port}/healthz"
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    return bool(r.status == 200)
+            except OSError:
+                return False
+
+        wait_for(answers, timeout, "the operator's /healthz")
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -323,8 +342,11 @@ def operator(
     env = dict(marker.kwargs) if marker else {}
     proc = OperatorProcess(operator_kubeconfig, namespace, tmp_path / "operator.log", **env)
     proc.start()
-    yield proc
-    proc.kill(signal.SIGTERM)
+    try:
+        proc.wait_ready()
+        yield proc
+    finally:
+        proc.kill(signal.SIGTERM)
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         sys.stderr.write(proc.logs()[-5000:])
 

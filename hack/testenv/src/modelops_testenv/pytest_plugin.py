@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,7 @@ from .process import wait_until
 NODES_ENV = "MODELOPS_TESTENV_NODES"
 KEEP_ENV = "MODELOPS_TESTENV_KEEP"
 _kubectl_dir: Path | None = None
+REAL_NODE_SESSION = pytest.StashKey["RealNodeSession"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -143,15 +144,28 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
     return Kubectl(control_plane)
 
 
+def release_real_node(config: pytest.Config) -> None:
+    """Stop the session's real node now (it is one per machine: others wait for it), e.g. once
+    the last test that needs it ran; what uses it is undone first. A later test that asks for
+    it starts it again."""
+    session = config.stash.get(REAL_NODE_SESSION, None)
+    if session is not None:
+        session.stop()
+
+
 class RealNodeSession:
     """The session's real node: started on demand, stoppable, restarted with its images."""
 
     def __init__(self) -> None:
         self.node: RealNode | None = None
         self.images: list[Path] = []  # imported by tests; imported again after a restart
+        self.started = False
+        # What uses the node undoes itself first (e.g. the deployed product), newest first.
+        self.on_stop: list[Callable[[], None]] = []
 
     def get(self) -> RealNode:
         if self.node is None:
+            self.started = True
             # Another session's node (a parallel test run on this machine) is waited for.
             node = RealNode(keep_workdir=os.environ.get(KEEP_ENV) == "1", lock_timeout=900)
             node.start()
@@ -161,6 +175,8 @@ class RealNodeSession:
         return self.node
 
     def stop(self) -> None:
+        while self.on_stop:
+            self.on_stop.pop()()
         if self.node is not None:
             self.images = list(dict.fromkeys([*self.images, *self.node.imported]))
             self.node.stop()
@@ -168,15 +184,15 @@ class RealNodeSession:
 
 
 @pytest.fixture(scope="session")
-def _real_node_session() -> Iterator[RealNodeSession]:
+def _real_node_session(request: pytest.FixtureRequest) -> Iterator[RealNodeSession]:
     session = RealNodeSession()
+    request.config.stash[REAL_NODE_SESSION] = session
     with terminate_as_interrupt():
         try:
             yield session
         finally:
-            started = session.node is not None
             session.stop()
-    if started and (left := leftovers_if_alone()):
+    if session.started and (left := leftovers_if_alone()):
         raise RuntimeError("the real node left traces behind:\n" + "\n".join(left))
 
 
