@@ -70,10 +70,15 @@ def test_slow_and_idle_connections_do_not_block_predictions(server, knn_artifact
             writer.write(REQUEST[: REQUEST.index(b"\r\n\r\n") + 4] + PREDICT[:5])
             slow_bodies.append((reader, writer))
 
+        opened = time.monotonic()
+
         async def trickle() -> None:  # one more byte now and then, never the whole request
-            # Within TIMEOUT_REQUEST (2 s): each byte must not restart the clock.
+            # Within TIMEOUT_REQUEST (2 s): each byte must not restart the clock. Not after
+            # 1.5 s: on a loaded machine a late byte meets the socket the server closed.
             for _ in range(5):
                 await asyncio.sleep(0.3)
+                if time.monotonic() - opened > 1.5:
+                    return
                 for connections, byte in ((slow_headers, b"X"), (slow_bodies, b" ")):
                     for _, writer in connections:
                         writer.write(byte)

@@ -86,17 +86,22 @@ def trainer_stuck(state: PlanState) -> tuple[str, str] | None:
     )
 
 
+def runs_note(state: PlanState) -> str:
+    """' (run N of M: ...)' once a version is trained again after a disruption, else ''."""
+    runs = phases.training_runs(state)
+    if runs <= 1:
+        return ""
+    return (
+        f" (run {runs} of {render.TRAINER_RUNS}: the result of the run before was lost to a "
+        "disruption)"
+    )
+
+
 def training_message(state: PlanState) -> str:
     version = state.version
     if state.disruption is not None:
         return f"training {version} again: {state.disruption}"
-    runs = phases.training_runs(state)
-    if runs > 1:
-        return (
-            f"training {version} (run {runs} of {render.TRAINER_RUNS}: the result of the "
-            "run before was lost to a disruption)"
-        )
-    return f"training {version}"
+    return f"training {version}{runs_note(state)}"
 
 
 def trained_condition(state: PlanState) -> dict[str, Any]:
@@ -107,7 +112,12 @@ def trained_condition(state: PlanState) -> dict[str, Any]:
     if entry is None:
         stuck = trainer_stuck(state)
         if stuck is not None:
-            return condition(names.CONDITION_TRAINED, "False", *stuck, generation)
+            # A rerun's pod that cannot start still says it is a rerun (once: kept messages
+            # come back through trainer_stuck).
+            reason, message = stuck
+            note = runs_note(state)
+            message = message if note in message else message + note
+            return condition(names.CONDITION_TRAINED, "False", reason, message, generation)
         started = version in state.observed.jobs or state.job_created
         reason = names.REASON_TRAINING if started else names.REASON_PENDING
         return condition(
