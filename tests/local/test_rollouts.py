@@ -81,6 +81,18 @@ def entry(status: dict[str, Any], version: str) -> dict[str, Any]:
     return next(h for h in status.get("history", []) if h["version"] == version)
 
 
+def canary_step_started(run: LocalRun, version: str) -> dict[str, Any]:
+    """The status once ``version``'s canary step has started (its analysis clock runs)."""
+    status: dict[str, Any] = run.wait_for(
+        lambda s: (
+            (s.get("rollout") or {}).get("version") == version
+            and bool(s["rollout"].get("stepStartedAt"))
+        ),
+        f"{version}'s canary step to start",
+    )
+    return status
+
+
 def test_a_bad_candidate_is_rolled_back_and_a_good_one_promoted(tmp_path: Path, dataset_url):
     if shutil.which("prometheus") is None:
         pytest.fail("prometheus is not installed; `make install` installs it")
@@ -96,13 +108,7 @@ def test_a_bad_candidate_is_rolled_back_and_a_good_one_promoted(tmp_path: Path, 
             spec_file, loadRate=40, rollout=CANARY, modelVersion="v2",
             training={"dataset": {"url": dataset_url}}, gate={"regressionTolerance": 0.1},
         )  # fmt: skip
-        canary = run.wait_for(
-            lambda s: (
-                (s.get("rollout") or {}).get("version") == "v2"
-                and bool(s["rollout"].get("stepStartedAt"))
-            ),
-            "v2's canary step to start",
-        )
+        canary = canary_step_started(run, "v2")
         assert canary["servingVersion"] == "v1" and canary["rollout"]["weight"] == 50
         answers = {predict(url)["model_version"] for url in run_targets(run)}
         assert answers == {"v1", "v2"}  # both versions answer clients, by replica weight
@@ -182,13 +188,7 @@ def test_a_slow_candidate_is_rolled_back_on_its_p99_latency(tmp_path: Path) -> N
             spec_file, loadRate=20, rollout=rollout, modelVersion="v2", training=SLOW_FOREST,
             gate={"regressionTolerance": 0.1},
         )  # fmt: skip
-        canary = run.wait_for(
-            lambda s: (
-                (s.get("rollout") or {}).get("version") == "v2"
-                and bool(s["rollout"].get("stepStartedAt"))
-            ),
-            "v2's canary step to start",
-        )
+        canary = canary_step_started(run, "v2")
         status = run.wait_for(
             lambda s: s.get("rollout", {}).get("state") == "RolledBack", "v2 rolled back", 180
         )

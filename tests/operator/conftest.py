@@ -241,8 +241,9 @@ def crds(control_plane: Any) -> None:
     jsonpath = 'jsonpath={.status.conditions[?(@.type=="Established")].status}'
     wait_for(
         lambda: (
+            # check=False: the jsonpath filter itself fails while .status.conditions is null.
             control_plane.kubectl(
-                "get", "crd", "modeldeployments.modelops.dev", "-o", jsonpath
+                "get", "crd", "modeldeployments.modelops.dev", "-o", jsonpath, check=False
             ).stdout
             == "True"
         ),
