@@ -28,8 +28,11 @@ there (:class:`Burst`), counted with uvicorn's tasks against MAX_CONCURRENCY.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import logging
+import struct
+import termios
 import time
 from http import HTTPStatus
 from typing import Any
@@ -55,6 +58,25 @@ DRAIN_IDLE_S = 1.0
 _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode() for status in HTTPStatus
 }
+
+
+def _unread(transport: asyncio.BaseTransport) -> bool:
+    """Whether bytes wait unread in the connection's socket.
+
+    uvloop runs due timers before it polls sockets: after a stall (a loaded node) an idle
+    timeout fires while the client's next request already waits in the socket, and closing a
+    socket with unread bytes sends a reset, which fails that request ("Connection reset by
+    peer") although it was sent in time.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return False
+    count: int = struct.unpack("i", raw)[0]
+    return count > 0
 
 
 class Burst:
@@ -273,10 +295,22 @@ def guarded_protocol(
             self._draining = True
             self.deadline = self.loop.time() + DRAIN_IDLE_S
 
-        def expire(self) -> None:
-            self.deadline = None
-            if self.transport.is_closing():
+        def timeout_keep_alive_handler(self) -> None:
+            # uvicorn's idle timer (after an answer from the app behind it).
+            if not self.transport.is_closing() and _unread(self.transport):
+                self.timeout_keep_alive_task = None  # the next request is here: read it
                 return
+            super().timeout_keep_alive_handler()
+
+        def expire(self) -> None:
+            if self.transport.is_closing():
+                self.deadline = None
+                return
+            if not self._reading and _unread(self.transport):
+                # Idle no longer: the next request is here; it must now arrive in time.
+                self.deadline = self.loop.time() + timeouts.request_timeout
+                return
+            self.deadline = None
             cycle = self.cycle
             answering = (
                 cycle is not None and cycle.response_started and not (cycle.response_complete)
