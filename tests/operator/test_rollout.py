@@ -102,6 +102,35 @@ def test_worse_live_accuracy_fails_once_both_have_enough_samples():
     assert "v2 has 10 of 100 feedback samples" in few.message
 
 
+def test_a_drop_within_sampling_noise_is_not_a_rollback():
+    # Seen on the real node: an equally good candidate, 89 of 98 rows right against the
+    # stable's 546 of 569 (a point drop of 0.053 over a 0.05 limit), is noise at 98 rows.
+    noisy = Analysis("", 20, 0.05, 0.9, 0.01, 0.5)
+    verdict = rollout.judge(
+        rollout.figures(vectors(cand=(89, 98), stable=(546, 569)), "v1", "v2"),
+        noisy, names.STRATEGY_CANARY, "v1", "v2",
+    )  # fmt: skip
+    assert verdict.result == names.ANALYSIS_PASSED, verdict.message
+    # The same sample sizes show a real drop: 70 of 98.
+    worse = rollout.figures(vectors(cand=(70, 98), stable=(546, 569)), "v1", "v2")
+    assert rollout.judge(worse, noisy, names.STRATEGY_CANARY, "v1", "v2").result == "Failed"
+    # Enough rows make a small drop over the limit certain: 0.90 against 0.96 on 10,000 each.
+    many = rollout.figures(vectors(cand=(9000, 10000), stable=(9600, 10000)), "v1", "v2")
+    assert 0.05 < rollout.accuracy_drop_beyond_noise(many) < 0.06
+    assert rollout.judge(many, noisy, names.STRATEGY_CANARY, "v1", "v2").result == "Failed"
+    # 20 of 20 right is not certainty: the bound stays below the point drop.
+    perfect = rollout.figures(vectors(cand=(19, 20), stable=(20, 20)), "v1", "v2")
+    assert rollout.accuracy_drop_beyond_noise(perfect) < 0.05
+
+
+def test_agreement_fails_only_beyond_sampling_noise():
+    # 17 of 20 agreeing (85 %) against a 90 % minimum is noise; 12 of 20 is not.
+    close = judged(vectors(shadow=(17, 3)), names.STRATEGY_SHADOW)
+    assert close.result == names.ANALYSIS_PASSED, close.message
+    far = judged(vectors(shadow=(12, 8)), names.STRATEGY_SHADOW)
+    assert (far.result, far.reason) == (names.ANALYSIS_FAILED, names.REASON_AGREEMENT)
+
+
 def test_errors_and_latency_fail_without_waiting_for_feedback():
     errors = judged(vectors(cand=(0, 0), errors=30))
     assert (errors.result, errors.reason) == (names.ANALYSIS_FAILED, names.REASON_ERROR_RATIO)

@@ -34,6 +34,10 @@ from .state import PlanState, Ref
 
 # Error ratio and latency are judged once the candidate has answered this many requests.
 MIN_REQUESTS = 20
+# One-sided 95 % confidence: a candidate fails on live accuracy or agreement only when its
+# figure is worse than the threshold beyond what sampling noise explains (a few dozen
+# feedback rows make an equal model look a few points worse now and then).
+CONFIDENCE_Z = 1.645
 # While an analysis is due but cannot decide (too few samples, Prometheus away): ask again.
 RETRY_SECONDS = 10.0
 # Probes and scrapes would dilute the error ratio (as in the recording rules).
@@ -210,20 +214,46 @@ def _broken(
         )
     cand, base = f.candidate_accuracy, f.stable_accuracy
     enough = min(f.candidate_samples, f.stable_samples) >= a.min_samples
-    if enough and cand is not None and base is not None and cand < base - a.max_accuracy_drop:
+    if (
+        enough
+        and cand is not None
+        and base is not None
+        and accuracy_drop_beyond_noise(f) > (a.max_accuracy_drop)
+    ):
         return names.REASON_LIVE_ACCURACY, (
             f"live accuracy of {candidate} {cand:.4f} is {base - cand:.4f} below {stable}'s "
-            f"{base:.4f} (at most {a.max_accuracy_drop:g}) on {int(f.candidate_samples)} vs "
-            f"{int(f.stable_samples)} feedback samples"
+            f"{base:.4f} (at most {a.max_accuracy_drop:g}, beyond sampling noise) on "
+            f"{int(f.candidate_samples)} vs {int(f.stable_samples)} feedback samples"
         )
     agreement = f.agreement
     shadowed = strategy == names.STRATEGY_SHADOW and f.compared >= MIN_REQUESTS
-    if shadowed and agreement is not None and agreement < a.min_agreement:
+    if shadowed and agreement is not None and _upper_bound(f.agree, f.compared) < a.min_agreement:
         return names.REASON_AGREEMENT, (
             f"{candidate} answered {agreement:.2%} of {int(f.compared)} copied requests as "
-            f"{stable} did (at least {a.min_agreement:.2%})"
+            f"{stable} did (at least {a.min_agreement:.2%}, beyond sampling noise)"
         )
     return None
+
+
+def accuracy_drop_beyond_noise(f: Figures) -> float:
+    """The least drop (stable minus candidate live accuracy) the samples show at 95 % confidence:
+    the one-sided Agresti-Caffo bound (one correct and one wrong row added to each version,
+    so that 20 of 20 is not taken for certainty)."""
+    cand = (f.candidate_correct + 1) / (f.candidate_samples + 2)
+    base = (f.stable_correct + 1) / (f.stable_samples + 2)
+    spread = math.sqrt(
+        cand * (1 - cand) / (f.candidate_samples + 2) + base * (1 - base) / (f.stable_samples + 2)
+    )
+    return base - cand - CONFIDENCE_Z * spread
+
+
+def _upper_bound(successes: float, trials: float) -> float:
+    """The one-sided 95 % Wilson upper bound of a share (successes of trials)."""
+    z2 = CONFIDENCE_Z * CONFIDENCE_Z
+    share = successes / trials
+    centre = share + z2 / (2 * trials)
+    margin = CONFIDENCE_Z * math.sqrt(share * (1 - share) / trials + z2 / (4 * trials * trials))
+    return min(1.0, (centre + margin) / (1 + z2 / trials))
 
 
 def _said(f: Figures) -> str:
