@@ -162,14 +162,16 @@ def run_targets(run: LocalRun) -> list[str]:
     return targets
 
 
-# The server walks a forest's trees in its own one-row predictor (~0.7 µs a tree): 3,000
-# trees (0.9 MiB, within the artifact store's 1 MiB) are ~2-3 ms a prediction against the
-# KNN's ~0.3 ms: a candidate the offline gate accepts that clients would find slower.
+# The server walks all of a forest's trees at once (numpy, level by level): 3,000 trees (0.9
+# MiB, within the artifact store's 1 MiB) took 0.5-1 ms a prediction on a quiet 2-core machine
+# and ~2.4 ms on a loaded one, against the KNN's ~0.3 ms: a candidate the offline gate accepts
+# that clients would find slower. The limit is a bucket bound of the server's histogram
+# (0.5 ms), under the forest's quiet figure.
 SLOW_FOREST = {
     "algorithm": "random_forest",
     "hyperparameters": {"n_estimators": 3000, "max_depth": 2},
 }
-LATENCY_LIMIT_SECONDS = 0.001
+LATENCY_LIMIT_SECONDS = 0.0005
 
 
 def test_a_slow_candidate_is_rolled_back_on_its_p99_latency(tmp_path: Path) -> None:
