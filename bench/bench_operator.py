@@ -86,13 +86,18 @@ def watch_jobs(plane: ControlPlane, seen: dict[str, float], stop: threading.Even
                 break
 
 
-VERBS = ("GET", "POST", "PATCH")
+VERBS = ("GET", "POST", "PATCH", "PUT", "DELETE")
 
 
 def api_mean(m: dict[str, float], verb: str) -> float:
     labels = f'{{verb="{verb}"}}'
     total = m.get(f"modelops_api_request_duration_seconds_sum{labels}", 0)
     return total / max(m.get(f"modelops_api_request_duration_seconds_count{labels}", 1), 1) * 1000
+
+
+def api_count(m: dict[str, float], verb: str) -> float:
+    key = f'modelops_api_request_duration_seconds_count{{verb="{verb}"}}'
+    return m.get(key, 0.0)
 
 
 def pass_mean(m: dict[str, float]) -> float:
@@ -267,7 +272,14 @@ def main(argv: list[str] | None = None) -> int:
         ("baseline: Job POST p50", f"{base_p50 * 1000:.1f} ms", "1.0x"),
         ("reconcile passes (burst)", f"{passes:.0f}", f"{passes / args.count:.1f} per resource"),
         ("reconcile pass mean", f"{pass_mean(m1):.0f} ms", "incl. waiting for a thread"),
-        *[(f"API {verb} mean", f"{api_mean(m1, verb):.1f} ms", "") for verb in VERBS],
+        *[
+            (
+                f"API {verb} mean",
+                f"{api_mean(m1, verb):.1f} ms",
+                f"{api_count(m1, verb) / args.count:.1f} per resource",
+            )
+            for verb in VERBS
+        ],
         ("operator CPU per pass", f"{(cpu1 - cpu0) / max(passes, 1) * 1000:.1f} ms", ""),
         (f"operator RSS idle → {args.count} CRs", f"{rss_idle:.0f} → {rss_busy:.0f} MiB", ""),
         (f"quiet resync ({RESYNC * 1.5:.0f} s)", f"{quiet_passes:.0f} passes", ""),

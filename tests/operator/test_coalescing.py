@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from types import SimpleNamespace
@@ -15,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from modelops.cache import Resources
 from modelops.kube import Kube
-from modelops.operator import Queue, matters
+from modelops.operator import Queue, matters, resync
 from modelops.settings import Settings
 
 # Generous: only a hung pass fails a test, never a slow machine.
@@ -238,3 +240,61 @@ def test_a_new_versions_artifact_name_is_read_once_and_a_foreign_one_is_seen(
     assert kube.reads.count(ARTIFACT_PATH) == 1
     assert kube.reads.count(CR_PATH) == 1
     assert ("ns", "iris") not in kube._expected  # used once
+
+
+def _trainer_job(rv: int, *conditions: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "iris-train-v1", "namespace": "ns", "uid": "job-1",
+            "resourceVersion": str(rv),
+            "labels": {"modelops.dev/name": "iris", "modelops.dev/version": "v1"},
+            "ownerReferences": [{"uid": "u1"}],
+        },
+        "status": {"conditions": [{"type": c, "status": "True"} for c in conditions]},
+    }  # fmt: skip
+
+
+def test_while_its_trainer_runs_a_versions_free_artifact_name_is_not_read_again() -> None:
+    kube = RecordingKube({CR_PATH: _cr()})
+    kube.resources.put(_cr())
+
+    def artifact_reads() -> int:
+        assert kube.read("ns", "iris") is not None
+        return kube.reads.count(ARTIFACT_PATH)
+
+    assert artifact_reads() == 1  # no Job yet: the name is read before one is created
+    kube.children.put("jobs", _trainer_job(1))
+    assert artifact_reads() == 2  # read once under the running Job: nothing holds it
+    assert artifact_reads() == 2  # the pod's progress, a resync: no read
+    kube._fresh.add(("ns", "iris"))
+    assert artifact_reads() == 3  # a retry reads everything again
+    kube.children.put("jobs", _trainer_job(2, "SuccessCriteriaMet", "Complete"))
+    assert artifact_reads() == 4  # the Job ended: read before the result is stored
+    kube.forget("ns", "iris")
+    assert not kube._absent and kube.resources.get("ns", "iris") is None
+
+
+def test_the_resync_passes_only_resources_that_had_no_pass_for_an_interval() -> None:
+    async def scenario() -> Counter[str]:
+        kube = FakeKube()
+        resources = Resources()
+        for name in ("quiet", "busy"):
+            resources.put({"metadata": {"namespace": "ns", "name": name}})
+        kube.resources = resources  # type: ignore[attr-defined]
+        queue, pool = one_thread_queue(kube)
+        # "busy" began a pass just now, as far as the resync can tell (never idle long enough).
+        queue._began[("ns", "busy")] = time.monotonic() + 3600
+        task = asyncio.create_task(resync(queue, Settings(resync_seconds=0.2)))
+        deadline = time.monotonic() + WAIT
+        while not kube.passes["quiet"] and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # more rounds: still nothing for "busy"
+        task.cancel()
+        await settle(queue)
+        pool.shutdown()
+        return kube.passes
+
+    passes = asyncio.run(scenario())
+    assert passes["quiet"] >= 1 and passes["busy"] == 0, passes

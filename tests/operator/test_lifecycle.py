@@ -217,3 +217,23 @@ def test_operator_metrics_liveness_and_json_logs(cluster, operator, trained, wai
     # Deleting the resource drops its series (bounded label sets).
     cluster.kubectl("delete", "-n", cluster.ns, "md", "iris", "--wait=false")
     wait(lambda: labels not in operator.metrics(), 30, "series removed")
+
+
+def test_no_finalizer_and_the_one_of_earlier_builds_is_removed(cluster, operator, wait):
+    """Deleting a ModelDeployment never waits for the operator: it adds no finalizer, and
+    removes modelops.dev/operator, which builds with kopf timers added, from a resource made
+    then (an upgrade)."""
+    cluster.create_md("fresh", {"modelVersion": "v1"})
+    wait(lambda: cluster.job("fresh", "v1"), 30, "trainer Job of fresh")
+    assert not cluster.md("fresh")["metadata"].get("finalizers")
+    cluster.apply(
+        {
+            "apiVersion": "modelops.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "older", "finalizers": ["modelops.dev/operator"]},
+            "spec": {"modelVersion": "v1"},
+        }
+    )
+    wait(lambda: not cluster.md("older")["metadata"].get("finalizers"), 30, "finalizer removed")
+    for name in ("fresh", "older"):
+        cluster.kubectl("delete", "-n", cluster.ns, "md", name, "--wait=true", "--timeout=30s")

@@ -222,6 +222,10 @@ class Resources:
         for obj in found.values():
             self.put(obj, listed=True)
 
+    def keys(self) -> list[Key]:
+        with self._lock:
+            return sorted(self._latest)
+
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
             cached = self._latest.get((namespace, name))

@@ -146,6 +146,11 @@ class Kube:
         # (namespace, name) → the versions whose artifact ConfigMap the next pass reads by
         # name, known from the resource's watch event (see read()).
         self._expected: dict[tuple[str, str], set[str]] = {}
+        # (namespace, name, version) → uid of the version's running trainer Job when the name
+        # of its artifact was last read and nothing held it. While that Job runs, passes from
+        # the watch cache skip the read (a new resource's passes read it once, not each time
+        # its trainer's pod changes); the Job's end, a retry or the resync reads it again.
+        self._absent: dict[tuple[str, str, str], str] = {}
         # What the watches (operator.py) and this operator's writes showed of its children.
         self.children = Children()
         self.resources = Resources()
@@ -293,6 +298,13 @@ class Kube:
             return False
         self._written.pop(uid, None)
         return True
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted resource: nothing of it stays in the cache or in the memos."""
+        self.resources.drop(namespace, name)
+        self._expected.pop((namespace, name), None)
+        for key in [k for k in list(self._absent) if k[:2] == (namespace, name)]:
+            self._absent.pop(key, None)
 
     def expect(self, namespace: str, name: str, cr: Mapping[str, Any]) -> None:
         """Note, from a watch event, the versions whose artifact the next pass of the
@@ -485,7 +497,9 @@ class Kube:
         cr: Mapping[str, Any],
         lists: ChildLists | None = None,
         fetched: Mapping[str, concurrent.futures.Future[dict[str, Any] | None]] | None = None,
+        lists_cached: bool = False,
     ) -> Observed:
+        """What one pass sees; `lists_cached`: `lists` came from the watch cache."""
         meta = cr["metadata"]
         namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
 
@@ -526,10 +540,13 @@ class Kube:
                 )
             )
         server = deployments.get(render.server_name(name))
-        training, serving = self._pods_of_interest(cr, by_version(jobs), server)
+        jobs_by_version = by_version(jobs)
+        training, serving = self._pods_of_interest(cr, jobs_by_version, server)
         return Observed(
-            jobs=by_version(jobs),
-            artifacts=self._artifacts(cr, by_version(configmaps), fetched or {}),
+            jobs=jobs_by_version,
+            artifacts=self._artifacts(
+                cr, by_version(configmaps), fetched or {}, jobs_by_version, cached=lists_cached
+            ),
             server=server,
             training_pods=training,
             server_pods=serving,
@@ -578,26 +595,36 @@ class Kube:
         cr: Mapping[str, Any],
         listed: dict[str, dict[str, Any]],
         fetched: Mapping[str, concurrent.futures.Future[dict[str, Any] | None]],
+        jobs: Mapping[str, Mapping[str, Any]],
+        cached: bool,
     ) -> dict[str, dict[str, Any]]:
         """The listed artifacts, plus whatever holds the name of the artifact of the spec's
         and the serving version without being listed (unlabelled, or not owned): the planner
         must see such an object to refuse it, not overwrite or mount it blindly. `fetched`:
         those reads already under way (read())."""
+        namespace, name = cr["metadata"]["namespace"], cr["metadata"]["name"]
         versions = {cr["spec"]["modelVersion"], (cr.get("status") or {}).get("servingVersion")}
         found = dict(listed)
         for version in sorted(v for v in versions if v and v not in listed):
+            job = jobs.get(version)
+            running = job is not None and job_finished(job) is None
+            uid = str(job["metadata"].get("uid")) if job is not None and running else ""
+            key = (namespace, name, version)
             pending = fetched.get(version)
+            if pending is None and cached and uid and self._absent.get(key) == uid:
+                continue  # read while this trainer runs: nothing held the name
             existing = (
                 pending.result()
                 if pending is not None
-                else self.get(
-                    self._artifact_path(
-                        cr["metadata"]["namespace"], cr["metadata"]["name"], version
-                    )
-                )
+                else self.get(self._artifact_path(namespace, name, version))
             )
             if existing is not None:
                 found[version] = existing
+                self._absent.pop(key, None)
+            elif uid:
+                self._absent[key] = uid
+            else:
+                self._absent.pop(key, None)
         return found
 
     @staticmethod
@@ -639,7 +666,7 @@ class Kube:
         if not fresh:
             # Read after the resource: whatever a watch showed until now is in this pass.
             lists = self.children.lists(key)
-        return cr, self.observe(cr, lists, fetched)
+        return cr, self.observe(cr, lists, fetched, lists_cached=not fresh)
 
     def analyse(self, cr: Mapping[str, Any], request: AnalysisRequest) -> QueryResults:
         return prometheus.run(request, self.settings.prometheus_timeout_seconds)

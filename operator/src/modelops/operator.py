@@ -3,10 +3,9 @@
 
 Every watch event (of a ModelDeployment or of a child it owns) only *schedules* a reconcile of
 that ModelDeployment; at most one pass per resource runs at a time, and events arriving during
-a pass coalesce into one more pass. A kopf timer schedules every resource again each
-``MODELOPS_RESYNC_SECONDS``: the periodic level-based resync. kopf's only write to a resource is
-the finalizer its timers need (added once); no change-tracking handler is used, so it keeps no
-annotations there.
+a pass coalesce into one more pass. :func:`resync` schedules every resource again each
+``MODELOPS_RESYNC_SECONDS``: the periodic level-based resync. kopf never writes to a resource:
+no handler needs a finalizer or change tracking (no annotations).
 
 Run: ``modelops-operator`` (or ``python -m modelops.operator``); settings from ``MODELOPS_*``.
 """
@@ -17,6 +16,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import logging
+import math
 import signal
 import sys
 import time
@@ -103,6 +103,8 @@ class Queue:
         self._later: dict[tuple[str, str], asyncio.TimerHandle] = {}
         # Keys whose next pass lists the children instead of reading the cache.
         self._fresh: set[tuple[str, str]] = set()
+        # Monotonic time the latest pass of each resource began (for the resync).
+        self._began: dict[tuple[str, str], float] = {}
 
     def schedule(
         self,
@@ -163,9 +165,20 @@ class Queue:
             self._generation.pop(key, None)
             self._fresh.discard(key)
 
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted resource: nothing of it stays (its children go by owner references)."""
+        self._began.pop((namespace, name), None)
+        self.kube.forget(namespace, name)
+
+    def idle_for(self, namespace: str, name: str) -> float:
+        """Seconds since a pass of the resource last began (infinite: never, or it is gone)."""
+        began = self._began.get((namespace, name))
+        return math.inf if began is None else time.monotonic() - began
+
     def _pass(self, namespace: str, name: str) -> Plan | None:
         """One pass in a worker thread; from here on, later events need a pass of their own."""
         key = (namespace, name)
+        self._began[key] = time.monotonic()
         self._reading.add(key)
         fresh = key in self._fresh
         self._fresh.discard(key)
@@ -206,6 +219,7 @@ class Queue:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         self._failures.pop(key, None)
         if result is None:
+            self._began.pop(key, None)
             metrics.forget(namespace, name)
             metrics.RECONCILES.labels("ok").inc()
             return None
@@ -320,7 +334,8 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 310
         settings.watching.inactivity_timeout = 600
-        # kopf's timers need a finalizer on the resource (added once, removed on deletion).
+        # No handler needs a finalizer; kopf removes this one (which earlier builds added
+        # for their kopf timers) from the resources it sees, so that deletion never waits.
         settings.persistence.finalizer = "modelops.dev/operator"
         # Replicas are kept apart by the leader Lease (modelops.leader), not kopf's peering.
         settings.peering.standalone = True
@@ -330,7 +345,6 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         for group, version, plural in CHILD_WATCHES:
             settings.watching.label_selectors[group, version, plural] = child_selector(plural)
 
-    resync = settings.resync_seconds
     namespaced = bool(settings.namespaces)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
@@ -340,7 +354,7 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
         if namespace is None:
             return
         if type == "DELETED":
-            queue.kube.resources.drop(namespace, name)
+            queue.forget(namespace, name)
             metrics.forget(namespace, name)
             return
         queue.kube.resources.put(body)
@@ -351,14 +365,6 @@ def register(registry: kopf.OperatorRegistry, queue: Queue, settings: Settings) 
             return
         queue.kube.expect(namespace, name, body)
         queue.schedule(namespace, name, urgent=True, generation=generation)
-
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry)
-    async def resync_timer(namespace: str | None, name: str, **_: Any) -> None:
-        # Level-based safety net: kopf only re-lists after a watch error, so every resource is
-        # reconciled again each interval (a no-change pass writes nothing). A kopf timer (not a
-        # free-running task) so that a paused peer does not act.
-        if namespace:
-            queue.schedule(namespace, name)
 
     child, cache = child_handler(queue), cache_handler(queue)
     selector = {LABEL_MANAGED_BY: MANAGED_BY}
@@ -390,6 +396,34 @@ def child_selector(plural: str) -> str:
     if plural in _COMPONENT_OF:
         selector += f",{LABEL_COMPONENT}={_COMPONENT_OF[plural]}"
     return selector
+
+
+# A resync gives a pass to a resource whose last one began this share of the interval ago.
+RESYNC_IDLE_SHARE = 0.9
+
+
+async def resync(queue: Queue, settings: Settings) -> None:
+    """The level-based safety net: a pass for every resource that has had none for about
+    ``resync_seconds`` (a no-change pass writes nothing). Resources are visited twice an
+    interval, spread evenly over it, so that a thousand resources are not a thousand passes
+    at once; a quiet one gets a pass once an interval, one that events keep busy none extra
+    (at most 1.5 intervals pass without one). It runs only while this replica leads (it
+    starts with kopf, after the Lease is taken).
+
+    (Not kopf timers: a timer needs kopf's finalizer on every resource, one more write and
+    echo per new resource, a task per resource, and a deletion that waits for the operator.)"""
+    interval = settings.resync_seconds
+    half = interval / 2
+    await asyncio.sleep(half)
+    while True:
+        keys = queue.kube.resources.keys()
+        gap = half / max(len(keys), 1)
+        for namespace, name in keys:
+            if queue.idle_for(namespace, name) >= RESYNC_IDLE_SHARE * interval:
+                queue.schedule(namespace, name)
+            await asyncio.sleep(gap)
+        if not keys:
+            await asyncio.sleep(half)
 
 
 async def relist(queue: Queue, settings: Settings) -> None:
@@ -501,6 +535,7 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> int:
             await loop.run_in_executor(None, elector.release)
 
     relisting = asyncio.create_task(relist(queue, settings))
+    resyncing = asyncio.create_task(resync(queue, settings))
     try:
         if not stop.is_set():
             # The Lease is what keeps replicas apart: kopf's own peering stays off.
@@ -514,6 +549,7 @@ async def run(settings: Settings, kubeconfig: str | None = None) -> int:
     finally:
         lost = elector is not None and elector.lost
         relisting.cancel()
+        resyncing.cancel()
         if holding is not None:
             holding.cancel()
         await queue.drain()
