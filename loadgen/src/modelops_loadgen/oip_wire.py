@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from modelops_contract.oip import decode_bytes_tensor
+
 
 @dataclass(frozen=True)
 class GrpcEndpoint:
@@ -120,10 +122,5 @@ def decode_labels(response: bytes) -> list[str]:
             raise ValueError("the label output has no raw_output_contents")
         blob = raw[index]
         assert isinstance(blob, bytes)
-        labels, i = [], 0
-        while i < len(blob):
-            size = int.from_bytes(blob[i : i + 4], "little")
-            labels.append(blob[i + 4 : i + 4 + size].decode())
-            i += 4 + size
-        return labels
+        return decode_bytes_tensor(blob)
     raise ValueError("no BYTES output in the answer")

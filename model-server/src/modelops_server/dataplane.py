@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from modelops_contract.oip import encode_bytes_tensor
+
 from . import __version__
 from .errors import InvalidRequest, NotFound, NotReady, PayloadTooLarge
 from .feedback import FeedbackStore, Verdict
@@ -65,11 +67,7 @@ class OutputTensor:
     def as_raw(self) -> bytes:
         """The OIP binary form: little-endian numbers, or 4-byte-length-prefixed strings."""
         if self.datatype == "BYTES":
-            parts = []
-            for text in self.values:
-                encoded = str(text).encode()
-                parts.append(len(encoded).to_bytes(4, "little") + encoded)
-            return b"".join(parts)
+            return encode_bytes_tensor(self.values)
         return np.ascontiguousarray(self.values, dtype="<f8").tobytes()
 
 

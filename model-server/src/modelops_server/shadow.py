@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from modelops_contract.oip import decode_bytes_tensor
+
 if TYPE_CHECKING:
     from .feedback import FeedbackStore
     from .metrics import Metrics
@@ -161,16 +163,6 @@ def read_answer(headers: dict[str, str], answer: bytes) -> tuple[str, str, list[
         if output["name"] == "predict":
             if data_size is None:
                 return version, shadow_id, [str(v) for v in output["data"]]
-            return version, shadow_id, _bytes_tensor(raw[offset : offset + int(data_size)])
+            return version, shadow_id, decode_bytes_tensor(raw[offset : offset + int(data_size)])
         offset += int(data_size or 0)
     raise KeyError("the answer has no predict output")
-
-
-def _bytes_tensor(raw: bytes) -> list[str]:
-    """A BYTES tensor of the binary extension: each value a 4-byte little-endian length + bytes."""
-    values, offset = [], 0
-    while offset < len(raw):
-        size = int.from_bytes(raw[offset : offset + 4], "little")
-        values.append(raw[offset + 4 : offset + 4 + size].decode())
-        offset += 4 + size
-    return values
