@@ -23,6 +23,7 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -214,14 +215,7 @@ def swapped_dataset(product: Product, ns: str) -> None:
     product.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(cm))
 
 
-def live_accuracy_rollback(product: Product, ns: str, decided: threading.Event) -> None:
-    try:
-        _live_accuracy_rollback(product, ns)
-    finally:
-        decided.set()
-
-
-def _live_accuracy_rollback(product: Product, ns: str) -> None:
+def live_accuracy_rollback(product: Product, ns: str) -> None:
     swapped_dataset(product, ns)
     canary = {"strategy": "Canary", "steps": [50], "pauseSeconds": PAUSE, "analysis": ANALYSIS}
     apply(product, ns, sample(replicas=2, loadRate=LOAD, rollout=canary, serving=SERVING))
@@ -264,14 +258,7 @@ def _live_accuracy_rollback(product: Product, ns: str) -> None:
 # Shadow: copies only ---------------------------------------------------------------------------
 
 
-def shadow_measured(product: Product, ns: str, decided: threading.Event) -> None:
-    try:
-        _shadow_measured(product, ns)
-    finally:
-        decided.set()
-
-
-def _shadow_measured(product: Product, ns: str) -> None:
+def shadow_measured(product: Product, ns: str) -> None:
     shadow = {"strategy": "Shadow", "pauseSeconds": PAUSE, "analysis": ANALYSIS}
     apply(product, ns, sample(replicas=1, loadRate=LOAD, rollout=shadow, serving=SERVING))
     product.serving(ns, "iris", "v1", 1, SERVE_TIMEOUT)
@@ -303,6 +290,20 @@ def _shadow_measured(product: Product, ns: str) -> None:
     no_failures(product, ns, before, after)
 
 
+def deciding(
+    scenario: Callable[[Product, str], None], product: Product, ns: str, decided: threading.Event
+) -> Callable[[], None]:
+    """The scenario, then `decided` set, whatever its outcome (the canary waits for it)."""
+
+    def run() -> None:
+        try:
+            scenario(product, ns)
+        finally:
+            decided.set()
+
+    return run
+
+
 def test_rollouts_on_a_real_cluster(deployed_product: Product) -> None:
     product = deployed_product
     ns = {
@@ -320,8 +321,8 @@ def test_rollouts_on_a_real_cluster(deployed_product: Product) -> None:
     try:
         run_parallel(
             canary=lambda: canary_promoted(product, ns["canary"], both),
-            live=lambda: live_accuracy_rollback(product, ns["live"], live_decided),
-            shadow=lambda: shadow_measured(product, ns["shadow"], shadow_decided),
+            live=deciding(live_accuracy_rollback, product, ns["live"], live_decided),
+            shadow=deciding(shadow_measured, product, ns["shadow"], shadow_decided),
         )
     finally:
         figures = json.dumps(FIGURES, indent=1, ensure_ascii=False)
