@@ -169,11 +169,15 @@ def script() -> str:
 @pytest.mark.parametrize(("input_path", "expected"), load_cases())
 def test_health_case(script: str, input_path: str, expected: dict[str, str]):
     obj = yaml.safe_load((CHECK_DIR / input_path).read_text())
-    started = time.perf_counter()
+    # CPU time, as the sandbox's limit (os.clock) counts it: the script's own cost. A
+    # loaded machine stretched the wall clock of this very case to 0.7 s.
+    started = time.process_time()
     got = run_health(script, obj)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert got == {"status": expected["status"], "message": expected.get("message", "")}
-    assert elapsed < 0.1, f"{input_path}: {elapsed:.3f} s, far from Argo CD's 1 s but suspicious"
+    assert elapsed < 0.1, (
+        f"{input_path}: {elapsed:.3f} s of CPU, far from Argo CD's 1 s but suspicious"
+    )
 
 
 def test_every_testdata_file_has_a_case():
