@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import threading
 from typing import Any
 
 import pytest
@@ -124,6 +125,55 @@ def test_a_clean_stop_hands_over_at_once(clock):
     a.release()
     assert not a.leading and store.stored["spec"]["holderIdentity"] == ""
     assert b.try_once()  # no waiting for the lease to expire
+
+
+def test_a_release_that_meets_a_renewal_write_still_hands_over(clock):
+    # CI saw a SIGTERM'd leader log "released" while its Lease stayed held: the renewal in
+    # flight wrote between the release's read and write, and the release's write lost (409).
+    store = Leases()
+    a, b = elector(store, "a"), elector(store, "b")
+    asyncio.run(a.acquire())
+    write = store.write_lease
+    raced = []
+
+    def renewal_first(namespace, lease):
+        if not raced and lease["spec"]["holderIdentity"] == "":
+            raced.append(True)
+            renewed = copy.deepcopy(store.stored)
+            renewed["spec"]["renewTime"] = NOW
+            assert write(namespace, renewed)
+        return write(namespace, lease)
+
+    store.write_lease = renewal_first
+    a.release()
+    assert raced and store.stored["spec"]["holderIdentity"] == ""
+    assert b.try_once()
+
+
+def test_a_renewal_in_flight_does_not_take_a_released_lease_back(clock):
+    store = Leases()
+    a, b = elector(store, "a"), elector(store, "b")
+    asyncio.run(a.acquire())
+    read, reading, go_on = store.lease, threading.Event(), threading.Event()
+
+    def slow_read(namespace, name):
+        if threading.current_thread().name == "renewal":
+            reading.set()
+            assert go_on.wait(10)
+        return read(namespace, name)
+
+    store.lease = slow_read
+    renewal = threading.Thread(target=a.try_once, name="renewal")
+    renewal.start()
+    assert reading.wait(10)
+    stop = threading.Thread(target=a.release)
+    stop.start()
+    stop.join(0.3)  # unguarded, the release would be done by now and the renewal retake it
+    go_on.set()
+    renewal.join(10)
+    stop.join(10)
+    assert store.stored["spec"]["holderIdentity"] == ""
+    assert b.try_once()
 
 
 def test_a_leader_that_cannot_renew_stops_before_the_lease_expires(clock, monkeypatch):

@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,6 +105,9 @@ class LeaderElection:
         self._seen_at = 0.0
         self._leading = False
         self._stopped = False  # released: never claim again (this process is ending)
+        # A renewal runs in a worker thread while a stop releases from another: one at a time,
+        # or a renewal read before the release writes the Lease back to this replica.
+        self._writing = threading.Lock()
         self.lost = False  # a renewal failed for renew_deadline
 
     @property
@@ -124,6 +128,10 @@ class LeaderElection:
 
     def try_once(self) -> bool:
         """One attempt to take or renew the Lease (blocking); whether this replica holds it."""
+        with self._writing:
+            return self._try_once()
+
+    def _try_once(self) -> bool:
         if self._stopped:
             return False
         lease = self.kube.lease(self.namespace, self.name)
@@ -197,18 +205,36 @@ class LeaderElection:
 
     def release(self) -> None:
         """Give the Lease back on a clean stop, so that a standby takes over at once."""
-        self._stopped = True
-        if not self._leading:
-            return
-        self._leading = False
-        metrics.LEADER.set(0)
-        try:
+        with self._writing:
+            self._stopped = True
+            if not self._leading:
+                return
+            self._leading = False
+            metrics.LEADER.set(0)
+            try:
+                released = self._give_back()
+            except ApiError as exc:
+                log.warning("could not release the leader lease: %s", exc)
+                return
+        if released:
+            log.info("released the leader lease %s/%s", self.namespace, self.name)
+
+    def _give_back(self, attempts: int = 5) -> bool:
+        # Another writer (kubectl, a standby's take-over) may move the resourceVersion between
+        # the read and the write: read again, and stop once the Lease is not ours any more.
+        for _ in range(attempts):
             lease = self.kube.lease(self.namespace, self.name)
             spec = (lease or {}).get("spec") or {}
             if lease is None or spec.get("holderIdentity") != self.me:
-                return
-            lease = {**lease, "spec": {**spec, "holderIdentity": "", "leaseDurationSeconds": 1}}
-            self.kube.write_lease(self.namespace, lease)
-            log.info("released the leader lease %s/%s", self.namespace, self.name)
-        except ApiError as exc:
-            log.warning("could not release the leader lease: %s", exc)
+                return False
+            free = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1}
+            if self.kube.write_lease(self.namespace, {**lease, "spec": free}):
+                return True
+        log.warning(
+            "could not release the leader lease %s/%s: it changed under %d writes; a standby "
+            "takes over when it expires",
+            self.namespace,
+            self.name,
+            attempts,
+        )
+        return False
