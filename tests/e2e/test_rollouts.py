@@ -285,6 +285,13 @@ def shadow_measured(product: Product, ns: str) -> None:
     analysis = rollout(md)["lastAnalysis"]
     assert analysis["result"] == "Passed" and analysis["candidateSamples"] >= 20, analysis
     assert analysis["candidateLiveAccuracy"] >= 0.9 and analysis["agreement"] >= 0.9, analysis
+    # Those samples are the stable servers' judgement of the candidate's answers (the series
+    # of replaced pods are stale now: their last values, read over a range).
+    judged = product.query(
+        f'sum(max_over_time(api_shadow_feedback_total{{namespace="{ns}",shadow_version="v2"}}'
+        "[15m]))"
+    )
+    assert judged and float(judged[0]["value"][1]) >= ANALYSIS["minSamples"], judged
     after = generator_counts(product, ns)
     assert after["pod"] == before["pod"], "the load generator was not restarted"
     no_failures(product, ns, before, after)

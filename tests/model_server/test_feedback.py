@@ -152,6 +152,50 @@ def test_expired_id_through_the_api(knn_artifact, knn_model):
 # ---- shadow -----------------------------------------------------------------------------------
 
 
+def shadow_feedback(text: str, version: str) -> tuple[float, float]:
+    name = "api_shadow_feedback_total"
+    correct = metric(text, name, shadow_version=version, result="correct")
+    return correct, metric(text, name, shadow_version=version, result="incorrect")
+
+
+class RoundRobin:
+    """A TCP proxy on loopback that sends each new connection to the next backend in turn: a
+    Service in front of several candidate replicas."""
+
+    def __init__(self, backends: list[str]) -> None:
+        self.backends = [b.removeprefix("http://").rpartition(":") for b in backends]
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        turn = 0
+        while True:
+            try:
+                client = self.listener.accept()[0]
+            except OSError:
+                return  # closed
+            host, _, port = self.backends[turn % len(self.backends)]
+            turn += 1
+            upstream = socket.create_connection((host, int(port)))
+            self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+
+
 def mean_latency(client: httpx.Client, n: int = 100) -> float:
     started = time.perf_counter()
     for _ in range(n):
@@ -193,6 +237,8 @@ def test_shadow_gets_a_copy_and_the_relayed_feedback(server, artifacts):
         time.sleep(0.05)
     assert feedback_counts(shadow_text, "logistic-regression") == (20, 0)
     assert metric(shadow_text, "api_predictions_total", model_version="logistic-regression") == 22
+    # ... and judged at the stable server, which holds the candidate's answers.
+    assert shadow_feedback(text, "logistic-regression") == (20, 0)
 
     # The client's latency: the same requests to a server without a shadow (the candidate
     # itself) and to the shadowed one, in alternating rounds; the best round of each counts
@@ -206,6 +252,38 @@ def test_shadow_gets_a_copy_and_the_relayed_feedback(server, artifacts):
     alone, copied = min(r[0] for r in rounds), min(r[1] for r in rounds)
     print(f"mean /predict latency: {alone * 1e3:.2f} ms alone, {copied * 1e3:.2f} ms shadowed")
     assert copied < 2 * alone + 0.002, rounds
+
+
+def test_a_shadow_of_several_replicas_is_judged_on_every_feedback(server, artifacts):
+    # The candidate has as many replicas as the stable version; the stable server's kept-alive
+    # connections to its Service land on different ones, and a relayed feedback reaches one
+    # that may not have answered that copy. The stable server judges the candidate's answer
+    # itself, so every feedback counts for the rollout's analysis.
+    replicas = [server(artifacts["logistic_regression"]) for _ in range(2)]
+    service = RoundRobin([r.base_url for r in replicas])
+    try:
+        stable = server(artifacts["knn"], {"MODELOPS_SERVER_SHADOW_URL": service.url})
+        with httpx.Client(base_url=stable.base_url, timeout=5) as client:
+            answers = [client.post("/predict", json=VIRGINICA).json() for _ in range(40)]
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                compared = metric(client.get("/metrics").text, "api_shadow_total", result="agree")
+                if compared >= 40:
+                    break
+                time.sleep(0.05)
+            assert compared == 40
+            for answer in answers:
+                fed = client.post(
+                    "/feedback",
+                    json={"prediction_id": answer["prediction_id"], "species": "virginica"},
+                )
+                assert fed.status_code == 200
+            assert shadow_feedback(client.get("/metrics").text, "logistic-regression") == (40, 0)
+        for replica in replicas:  # the copies went to both
+            replica_text = httpx.get(f"{replica.base_url}/metrics").text
+            assert metric(replica_text, "api_predictions_total") > 0
+    finally:
+        service.close()
 
 
 def test_a_shadow_that_never_answers_does_not_delay_the_client(server, knn_artifact):

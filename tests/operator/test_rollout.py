@@ -76,9 +76,25 @@ def test_figures_read_each_version_from_the_vectors():
     assert rollout.figures(nan, "v1", "v2").latency_p99 is None  # no requests in the window
 
 
+def test_a_shadow_candidate_is_judged_by_what_the_stable_servers_counted():
+    results = vectors(cand=(10, 12))  # its own count: only the relays that found their replica
+    results.vectors["shadow_feedback"] = [
+        ({"shadow_version": "v2", "result": "correct"}, 80.0),
+        ({"shadow_version": "v2", "result": "incorrect"}, 20.0),
+    ]
+    shadowed = rollout.figures(results, "v1", "v2", shadow=True)
+    assert (shadowed.candidate_correct, shadowed.candidate_samples) == (80, 100)
+    assert (shadowed.stable_correct, shadowed.stable_samples) == (96, 100)
+    canary = rollout.figures(results, "v1", "v2")  # a canary serves clients: its own count
+    assert (canary.candidate_correct, canary.candidate_samples) == (10, 12)
+    # Stable servers of a build that did not judge: no such series, the candidate's own count.
+    older = rollout.figures(vectors(cand=(10, 12)), "v1", "v2", shadow=True)
+    assert (older.candidate_correct, older.candidate_samples) == (10, 12)
+
+
 def test_queries_select_the_resource_and_window():
     q = rollout.queries("ml", "iris", 60)
-    assert set(q) == {"feedback", "shadow", "requests", "latency"}
+    assert set(q) == {"feedback", "shadow", "shadow_feedback", "requests", "latency"}
     for text in q.values():
         assert 'namespace="ml",modeldeployment="iris"' in text and "[60s]" in text
     assert "api_feedback_total" in q["feedback"] and "model_version" in q["feedback"]

@@ -279,9 +279,9 @@ class DataPlane:
                 f"{list(m.classes)}",
                 [{"field": "species", "problem": f"unknown species {u!r}"} for u in unknown],
             )
-        indices, started, shadow_id = self.feedback.take(prediction_id)
+        indices, started, shadow = self.feedback.take(prediction_id)
         if len(species) != len(indices):
-            self.feedback.restore(prediction_id, (indices, started, shadow_id))
+            self.feedback.restore(prediction_id, (indices, started, shadow))
             raise InvalidRequest(
                 f"prediction {prediction_id!r} classified {len(indices)} rows but the feedback "
                 f"names {len(species)} species; send one per row, in the request's order",
@@ -289,9 +289,13 @@ class DataPlane:
             )
         correct = sum(1 for i, s in zip(indices, species, strict=True) if index[s] == i)
         self.metrics.observe_feedback(len(indices), correct)
-        if shadow_id and self.shadow is not None:
-            self.shadow.relay_feedback(shadow_id, species)
-        return Verdict(len(indices), correct, shadow_id)
+        if shadow is None or len(shadow.labels) != len(species):
+            return Verdict(len(indices), correct, "")
+        shadow_correct = sum(1 for got, s in zip(shadow.labels, species, strict=True) if got == s)
+        self.metrics.observe_shadow_feedback(shadow.version, len(species), shadow_correct)
+        if shadow.prediction_id and self.shadow is not None:
+            self.shadow.relay_feedback(shadow.prediction_id, species)
+        return Verdict(len(indices), correct, shadow.prediction_id)
 
     def matrix(self, tensor: Tensor) -> Matrix:
         """The (N, 4) float64 matrix a tensor holds, or an error naming what is wrong."""

@@ -17,8 +17,19 @@ from dataclasses import dataclass
 
 from .errors import FeedbackDuplicate, PredictionExpired, UnknownPrediction
 
-# (class indices of the rows, perf_counter() of the request, the shadow's id or "")
-Entry = tuple[Sequence[int], float, str]
+
+@dataclass(frozen=True, slots=True)
+class ShadowAnswer:
+    """The shadow's answer to the copy of a request: its id (to relay the feedback to it),
+    its version and labels (to judge it here, whichever of its replicas answered)."""
+
+    prediction_id: str
+    version: str
+    labels: Sequence[str]
+
+
+# (class indices of the rows, perf_counter() of the request, the shadow's answer or None)
+Entry = tuple[Sequence[int], float, ShadowAnswer | None]
 
 
 @dataclass(slots=True)
@@ -42,16 +53,17 @@ class FeedbackStore:
         """A new id for a prediction of ``indices`` (hot path: keep it this small)."""
         n = self.issued = self.issued + 1
         pending = self.pending
-        pending[n] = (indices, started, "")
+        pending[n] = (indices, started, None)
         pending.pop(n - self.capacity, None)
         return f"{self.prefix}-{n}"
 
-    def attach_shadow(self, prediction_id: str, shadow_id: str) -> None:
-        """Remember the shadow's id of the same request, for relaying its feedback."""
+    def attach_shadow(self, prediction_id: str, answer: ShadowAnswer) -> None:
+        """Remember the shadow's answer to the same request, for judging and relaying the
+        feedback (a prediction whose feedback came first is left as it is)."""
         n = self._number(prediction_id)
         entry = self.pending.get(n) if n is not None else None
         if n is not None and entry is not None:
-            self.pending[n] = (entry[0], entry[1], shadow_id)
+            self.pending[n] = (entry[0], entry[1], answer)
 
     def restore(self, prediction_id: str, entry: Entry) -> None:
         """Put back an entry taken for a feedback that was refused (it may be sent again)."""

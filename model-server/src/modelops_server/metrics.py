@@ -63,8 +63,8 @@ FEEDBACK_INCORRECT = "incorrect"
 
 class _RequestSeries(Collector):
     """api_predictions_total, api_prediction_latency_seconds, api_requests_total,
-    api_errors_total, api_feedback_total, api_feedback_pending, api_shadow_total: counted in
-    plain Python, exposed at scrape time."""
+    api_errors_total, api_feedback_total, api_feedback_pending, api_shadow_total,
+    api_shadow_feedback_total: counted in plain Python, exposed at scrape time."""
 
     def __init__(self) -> None:
         self.species: list[str] = []
@@ -77,6 +77,7 @@ class _RequestSeries(Collector):
         self.feedback = {FEEDBACK_CORRECT: 0, FEEDBACK_INCORRECT: 0}  # rows, by result
         self.pending: Callable[[], int] = lambda: 0
         self.shadow: dict[tuple[str, str], int] = {}  # (shadow_version, result) → requests
+        self.shadow_feedback: dict[tuple[str, str], int] = {}  # (shadow_version, result) → rows
 
     def collect(self) -> Iterator[Metric]:
         predictions = CounterMetricFamily(
@@ -144,6 +145,16 @@ class _RequestSeries(Collector):
         for (shadow_version, result), count in sorted(self.shadow.items()):
             shadow.add_metric([self.version, shadow_version, result], count)
         yield shadow
+        judged = CounterMetricFamily(
+            "api_shadow_feedback",
+            "Rows of requests copied to the shadow whose true species came back as feedback to "
+            "this server, by the shadow's version and whether the shadow's answer was correct "
+            "(the shadow's live accuracy, whichever of its replicas answered the copy).",
+            labels=["model_version", "shadow_version", "result"],
+        )
+        for (shadow_version, result), count in sorted(self.shadow_feedback.items()):
+            judged.add_metric([self.version, shadow_version, result], count)
+        yield judged
 
 
 class Metrics:
@@ -231,6 +242,12 @@ class Metrics:
         feedback = self._series.feedback
         feedback[FEEDBACK_CORRECT] += correct
         feedback[FEEDBACK_INCORRECT] += rows - correct
+
+    def observe_shadow_feedback(self, shadow_version: str, rows: int, correct: int) -> None:
+        judged = self._series.shadow_feedback
+        for result, count in ((FEEDBACK_CORRECT, correct), (FEEDBACK_INCORRECT, rows - correct)):
+            key = (shadow_version, result)
+            judged[key] = judged.get(key, 0) + count
 
     def count_pending(self, pending: Callable[[], int]) -> None:
         """Where api_feedback_pending is read at scrape time."""

@@ -3,9 +3,12 @@
 The handler answers the client first and only puts the request on a bounded queue (a full queue
 drops the copy and counts it: a slow candidate can never slow the client or grow memory). A few
 workers send the copies over kept-alive connections, compare the candidate's labels with this
-server's and count the result (``api_shadow_total``); the candidate counts its own predictions
-and, once the client's feedback reaches this server, the feedback relayed to it, so its live
-accuracy is measured on real clients' traffic while its answers are never returned.
+server's and count the result (``api_shadow_total``), and keep the candidate's answer with this
+server's prediction. When the client's feedback reaches this server, the candidate's answer is
+judged here (``api_shadow_feedback_total``: its live accuracy on real clients' traffic, while its
+answers are never returned) and the feedback is relayed to the candidate too, for its own
+``api_feedback_total``. Judged here, no row is lost when the candidate has several replicas: the
+relayed feedback lands on any of them, and only the one that answered the copy can count it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from modelops_contract.oip import decode_bytes_tensor
+
+from .feedback import ShadowAnswer
 
 if TYPE_CHECKING:
     from .feedback import FeedbackStore
@@ -137,8 +142,8 @@ class Shadow:
         except (ValueError, KeyError, TypeError, IndexError):
             self.metrics.count_shadow("", FAILED)
             return
-        if shadow_id:
-            self.store.attach_shadow(prediction_id, shadow_id)
+        if prediction_id:
+            self.store.attach_shadow(prediction_id, ShadowAnswer(shadow_id, version, shadow_labels))
         self.metrics.count_shadow(version, AGREE if shadow_labels == labels else DISAGREE)
 
 

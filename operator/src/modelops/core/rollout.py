@@ -132,6 +132,8 @@ def queries(namespace: str, name: str, window_seconds: int) -> dict[str, str]:
         f"(increase(api_feedback_total{{{where}}}{window}))",
         "shadow": f"sum by (shadow_version, result) "
         f"(increase(api_shadow_total{{{where}}}{window}))",
+        "shadow_feedback": f"sum by (shadow_version, result) "
+        f"(increase(api_shadow_feedback_total{{{where}}}{window}))",
         "requests": f"sum by (version, code) "
         f'(increase(api_requests_total{{{where},endpoint!~"{_NOT_API}"}}{window}))',
         "latency": f"histogram_quantile(0.99, sum by (version, le) "
@@ -139,8 +141,13 @@ def queries(namespace: str, name: str, window_seconds: int) -> dict[str, str]:
     }
 
 
-def figures(results: QueryResults, stable: str, candidate: str) -> Figures:
-    """The analysis' figures for ``candidate`` vs ``stable`` from the query results."""
+def figures(results: QueryResults, stable: str, candidate: str, shadow: bool = False) -> Figures:
+    """The analysis' figures for ``candidate`` vs ``stable`` from the query results.
+
+    A Shadow candidate's live accuracy is what the stable servers judged of its answers
+    (api_shadow_feedback_total): the feedback they relay to it reaches any of its replicas,
+    not always the one that answered. Its own api_feedback_total counts only for stable
+    servers of a build that did not judge (no such series)."""
     v = results.vectors
 
     def total(query: str, **match: str) -> float:
@@ -156,9 +163,13 @@ def figures(results: QueryResults, stable: str, candidate: str) -> Figures:
         for labels, value in v.get("requests", [])
         if labels.get("version") == candidate and labels.get("code", "").startswith("5")
     )
+    judged = shadow and any(
+        labels.get("shadow_version") == candidate for labels, _ in v.get("shadow_feedback", [])
+    )
+    mine = ("shadow_feedback", "shadow_version") if judged else ("feedback", "model_version")
     return Figures(
-        candidate_correct=total("feedback", model_version=candidate, result="correct"),
-        candidate_samples=total("feedback", model_version=candidate),
+        candidate_correct=total(mine[0], **{mine[1]: candidate, "result": "correct"}),
+        candidate_samples=total(mine[0], **{mine[1]: candidate}),
         stable_correct=total("feedback", model_version=stable, result="correct"),
         stable_samples=total("feedback", model_version=stable),
         agree=total("shadow", shadow_version=candidate, result="agree"),
@@ -488,7 +499,8 @@ def _verdict(state: PlanState, record: Mapping[str, Any]) -> Verdict:
             "MODELOPS_PROMETHEUS_URL",
         )
     rollout = state.spec.rollout
-    found = figures(results, state.serving, state.version)
+    shadow = rollout.strategy == names.STRATEGY_SHADOW
+    found = figures(results, state.serving, state.version, shadow)
     return judge(found, rollout.analysis, rollout.strategy, state.serving, state.version)
 
 
