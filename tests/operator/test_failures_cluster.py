@@ -155,9 +155,12 @@ def test_child_the_api_server_rejects_is_reported_at_once_without_retries(cluste
     assert "must be less than or equal to memory limit" in cond["message"]
     assert conditions(status)["Trained"]["reason"] == "ChildRejected"
     assert cluster.job("refused", "v1") is None
-    # No retry storm: the rejected create is not tried again until something changes.
+    # No retry storm: the rejected create is not tried again until something changes. The
+    # watch events of the pass's own writes (its other children) may bring one more pass at
+    # once (a fresh-clone run saw it 0.12 s later); let them settle, then nothing more.
+    time.sleep(2)
     first = api_requests(operator, "POST", 422)
-    assert first >= 1
+    assert 1 <= first <= 3
     time.sleep(5)
     assert api_requests(operator, "POST", 422) == first
     events = cluster.events("refused")
