@@ -77,7 +77,7 @@ class ServerSettings(BaseSettings):
         ge=1,
         le=10_000_000,
         description="prediction ids kept for feedback (the oldest is dropped beyond; "
-        "~150 bytes each)",
+        "~150 bytes each, ~170 more while shadowing)",
     )
     feedback_ttl_seconds: float = Field(
         default=600.0, gt=0, description="feedback is accepted this long after the prediction"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -143,7 +144,11 @@ class Shadow:
             self.metrics.count_shadow("", FAILED)
             return
         if prediction_id:
-            self.store.attach_shadow(prediction_id, ShadowAnswer(shadow_id, version, shadow_labels))
+            # Kept for up to FEEDBACK_CAPACITY predictions: the few distinct strings shared.
+            kept = tuple(sys.intern(label) for label in shadow_labels)
+            self.store.attach_shadow(
+                prediction_id, ShadowAnswer(shadow_id, sys.intern(version), kept)
+            )
         self.metrics.count_shadow(version, AGREE if shadow_labels == labels else DISAGREE)
 
 
