@@ -203,87 +203,72 @@ def mean_latency(client: httpx.Client, n: int = 100) -> float:
     return (time.perf_counter() - started) / n
 
 
-def test_shadow_gets_a_copy_and_the_relayed_feedback(server, artifacts):
-    candidate = server(artifacts["logistic_regression"])
-    stable = server(
-        artifacts["knn"],
-        {"MODELOPS_SERVER_SHADOW_URL": candidate.base_url},
-    )
-    with httpx.Client(base_url=stable.base_url, timeout=5) as client:
-        answers = [client.post("/predict", json=SETOSA).json() for _ in range(20)]
-        batch = client.post("/predict/batch", json={"instances": [SETOSA, VIRGINICA]}).json()
-        # The client sees only the stable version's answers.
-        assert {a["model_version"] for a in answers} == {"knn"}
-        assert batch["model_version"] == "knn"
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            shadowed = metric(client.get("/metrics").text, "api_shadow_total", result="agree")
-            if shadowed >= 21:
-                break
-            time.sleep(0.05)
-        assert shadowed == 21
-        for answer in answers:
-            fed = client.post(
-                "/feedback", json={"prediction_id": answer["prediction_id"], "species": "setosa"}
-            )
-            assert fed.status_code == 200
-        text = client.get("/metrics").text
-        assert metric(text, "api_shadow_total", shadow_version="logistic-regression") == 21
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        shadow_text = httpx.get(f"{candidate.base_url}/metrics").text
-        if feedback_counts(shadow_text, "logistic-regression")[0] >= 20:
-            break
-        time.sleep(0.05)
-    assert feedback_counts(shadow_text, "logistic-regression") == (20, 0)
-    assert metric(shadow_text, "api_predictions_total", model_version="logistic-regression") == 22
-    # ... and judged at the stable server, which holds the candidate's answers.
-    assert shadow_feedback(text, "logistic-regression") == (20, 0)
-
-    # The client's latency: the same requests to a server without a shadow (the candidate
-    # itself) and to the shadowed one, in alternating rounds; the best round of each counts
-    # (other load on the machine only ever adds). The copy is made after the answer, so the
-    # stated bound holds: at most 2x + 2 ms.
-    with (
-        httpx.Client(base_url=candidate.base_url, timeout=5) as alone_client,
-        httpx.Client(base_url=stable.base_url, timeout=5) as shadow_client,
-    ):
-        rounds = [(mean_latency(alone_client), mean_latency(shadow_client)) for _ in range(3)]
-    alone, copied = min(r[0] for r in rounds), min(r[1] for r in rounds)
-    print(f"mean /predict latency: {alone * 1e3:.2f} ms alone, {copied * 1e3:.2f} ms shadowed")
-    assert copied < 2 * alone + 0.002, rounds
-
-
-def test_a_shadow_of_several_replicas_is_judged_on_every_feedback(server, artifacts):
-    # The candidate has as many replicas as the stable version; the stable server's kept-alive
-    # connections to its Service land on different ones, and a relayed feedback reaches one
-    # that may not have answered that copy. The stable server judges the candidate's answer
-    # itself, so every feedback counts for the rollout's analysis.
+def test_shadow_gets_a_copy_and_its_answers_are_judged_on_every_feedback(server, artifacts):
+    # The candidate has as many replicas as the stable version (two here, behind a Service:
+    # RoundRobin): the stable server's kept-alive connections land on both, and a relayed
+    # feedback reaches one that may not have answered that copy. The stable server judges the
+    # candidate's answers itself, so every feedback counts for the rollout's analysis.
     replicas = [server(artifacts["logistic_regression"]) for _ in range(2)]
     service = RoundRobin([r.base_url for r in replicas])
     try:
         stable = server(artifacts["knn"], {"MODELOPS_SERVER_SHADOW_URL": service.url})
         with httpx.Client(base_url=stable.base_url, timeout=5) as client:
-            answers = [client.post("/predict", json=VIRGINICA).json() for _ in range(40)]
+            answers = [client.post("/predict", json=SETOSA).json() for _ in range(20)]
+            batch = client.post("/predict/batch", json={"instances": [SETOSA, VIRGINICA]}).json()
+            # The client sees only the stable version's answers.
+            assert {a["model_version"] for a in answers} == {"knn"}
+            assert batch["model_version"] == "knn"
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                compared = metric(client.get("/metrics").text, "api_shadow_total", result="agree")
-                if compared >= 40:
+                shadowed = metric(client.get("/metrics").text, "api_shadow_total", result="agree")
+                if shadowed >= 21:
                     break
                 time.sleep(0.05)
-            assert compared == 40
+            assert shadowed == 21
             for answer in answers:
                 fed = client.post(
                     "/feedback",
-                    json={"prediction_id": answer["prediction_id"], "species": "virginica"},
+                    json={"prediction_id": answer["prediction_id"], "species": "setosa"},
                 )
                 assert fed.status_code == 200
-            assert shadow_feedback(client.get("/metrics").text, "logistic-regression") == (40, 0)
-        for replica in replicas:  # the copies went to both
-            replica_text = httpx.get(f"{replica.base_url}/metrics").text
-            assert metric(replica_text, "api_predictions_total") > 0
+            text = client.get("/metrics").text
+            assert metric(text, "api_shadow_total", shadow_version="logistic-regression") == 21
+            assert shadow_feedback(text, "logistic-regression") == (20, 0)
+        # The copies went to both replicas. Each relayed feedback was answered by one of them
+        # and counted only by the replica that had answered its copy (the others: 404).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            texts = [httpx.get(f"{r.base_url}/metrics").text for r in replicas]
+            relayed = sum(metric(t, "api_requests_total", endpoint="/feedback") for t in texts)
+            if relayed >= 20:
+                break
+            time.sleep(0.05)
+        assert relayed == 20
+        counted = sum(
+            metric(t, "api_requests_total", endpoint="/feedback", code="200") for t in texts
+        )
+        print(f"relayed feedback the candidate's replicas could count: {counted:.0f} of 20")
+        own = [feedback_counts(t, "logistic-regression") for t in texts]
+        assert (sum(c for c, _ in own), sum(i for _, i in own)) == (counted, 0)
+        rows = [
+            metric(t, "api_predictions_total", model_version="logistic-regression") for t in texts
+        ]
+        assert sum(rows) == 22 and min(rows) > 0
+
+        # The client's latency: the same requests to a server without a shadow (a candidate
+        # itself) and to the shadowed one, in alternating rounds; the best round of each counts
+        # (other load on the machine only ever adds). The copy is made after the answer, so the
+        # stated bound holds: at most 2x + 2 ms.
+        with (
+            httpx.Client(base_url=replicas[0].base_url, timeout=5) as alone_client,
+            httpx.Client(base_url=stable.base_url, timeout=5) as shadow_client,
+        ):
+            rounds = [(mean_latency(alone_client), mean_latency(shadow_client)) for _ in range(3)]
     finally:
         service.close()
+    alone, copied = min(r[0] for r in rounds), min(r[1] for r in rounds)
+    print(f"mean /predict latency: {alone * 1e3:.2f} ms alone, {copied * 1e3:.2f} ms shadowed")
+    assert copied < 2 * alone + 0.002, rounds
 
 
 def test_a_shadow_that_never_answers_does_not_delay_the_client(server, knn_artifact):
