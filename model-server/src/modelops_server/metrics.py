@@ -136,25 +136,29 @@ class _RequestSeries(Collector):
             "Prediction ids kept for feedback (at most FEEDBACK_CAPACITY).",
             value=self.pending(),
         )
-        shadow = CounterMetricFamily(
+        yield self._by_shadow(
             "api_shadow",
             "Prediction requests copied to the shadow (candidate) server, by the version it "
             "reported and result: agree/disagree with this server's answer, failed, dropped.",
-            labels=["model_version", "shadow_version", "result"],
+            self.shadow,
         )
-        for (shadow_version, result), count in sorted(self.shadow.items()):
-            shadow.add_metric([self.version, shadow_version, result], count)
-        yield shadow
-        judged = CounterMetricFamily(
+        yield self._by_shadow(
             "api_shadow_feedback",
             "Rows of requests copied to the shadow whose true species came back as feedback to "
             "this server, by the shadow's version and whether the shadow's answer was correct "
             "(the shadow's live accuracy, whichever of its replicas answered the copy).",
-            labels=["model_version", "shadow_version", "result"],
+            self.shadow_feedback,
         )
-        for (shadow_version, result), count in sorted(self.shadow_feedback.items()):
-            judged.add_metric([self.version, shadow_version, result], count)
-        yield judged
+
+    def _by_shadow(
+        self, name: str, documentation: str, counts: dict[tuple[str, str], int]
+    ) -> CounterMetricFamily:
+        family = CounterMetricFamily(
+            name, documentation, labels=["model_version", "shadow_version", "result"]
+        )
+        for (shadow_version, result), count in sorted(counts.items()):
+            family.add_metric([self.version, shadow_version, result], count)
+        return family
 
 
 class Metrics:
