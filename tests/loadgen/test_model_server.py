@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from modelops_testenv.balancer import ConnectionBalancer
+
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
@@ -127,59 +129,6 @@ def test_online_accuracy_matches_the_served_model(model_server, lg, endpoint, ro
     assert s["feedback"] == {"ok": 300}, s
     correct, incorrect = (a - b for a, b in zip(feedback_counts(port), before, strict=True))
     assert (correct, correct + incorrect) == (s["predictions_correct"], 300 * rows)
-
-
-class ConnectionBalancer:
-    """A TCP balancer like kube-proxy in front of a Service: each new connection goes to the
-    next backend, round robin; the bytes of a connection always reach the same backend."""
-
-    def __init__(self, backends: list[int]) -> None:
-        import socket
-        import threading
-
-        self.backends = backends
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.connections = 0
-        self.sockets: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            backend = socket.create_connection(
-                ("127.0.0.1", self.backends[self.connections % len(self.backends)])
-            )
-            self.connections += 1
-            self.sockets += [client, backend]
-            for a, b in ((client, backend), (backend, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: object, dst: object) -> None:
-        import socket
-
-        assert isinstance(src, socket.socket) and isinstance(dst, socket.socket)
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.listener.close()
-        for sock in self.sockets:
-            sock.close()
 
 
 def test_feedback_reaches_the_replica_that_predicted(artifact, lg):

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from modelops_server.app import create_app
 from modelops_server.errors import FeedbackDuplicate, PredictionExpired, UnknownPrediction
 from modelops_server.feedback import FeedbackStore
+from modelops_testenv.balancer import ConnectionBalancer
 
 from .conftest import SEED_REQUEST, make_settings
 
@@ -158,44 +159,6 @@ def shadow_feedback(text: str, version: str) -> tuple[float, float]:
     return correct, metric(text, name, shadow_version=version, result="incorrect")
 
 
-class RoundRobin:
-    """A TCP proxy on loopback that sends each new connection to the next backend in turn: a
-    Service in front of several candidate replicas."""
-
-    def __init__(self, backends: list[str]) -> None:
-        self.backends = [b.removeprefix("http://").rpartition(":") for b in backends]
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.sockets: list[socket.socket] = [self.listener]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        turn = 0
-        while True:
-            try:
-                client = self.listener.accept()[0]
-            except OSError:
-                return  # closed
-            host, _, port = self.backends[turn % len(self.backends)]
-            turn += 1
-            upstream = socket.create_connection((host, int(port)))
-            self.sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
-
-
 def mean_latency(client: httpx.Client, n: int = 100) -> float:
     started = time.perf_counter()
     for _ in range(n):
@@ -204,12 +167,12 @@ def mean_latency(client: httpx.Client, n: int = 100) -> float:
 
 
 def test_shadow_gets_a_copy_and_its_answers_are_judged_on_every_feedback(server, artifacts):
-    # The candidate has as many replicas as the stable version (two here, behind a Service:
-    # RoundRobin): the stable server's kept-alive connections land on both, and a relayed
+    # The candidate has as many replicas as the stable version (two here, behind a balancer as
+    # behind a Service): the stable server's kept-alive connections land on both, and a relayed
     # feedback reaches one that may not have answered that copy. The stable server judges the
     # candidate's answers itself, so every feedback counts for the rollout's analysis.
     replicas = [server(artifacts["logistic_regression"]) for _ in range(2)]
-    service = RoundRobin([r.base_url for r in replicas])
+    service = ConnectionBalancer([int(r.base_url.rpartition(":")[2]) for r in replicas])
     try:
         stable = server(artifacts["knn"], {"MODELOPS_SERVER_SHADOW_URL": service.url})
         with httpx.Client(base_url=stable.base_url, timeout=5) as client:
