@@ -1,11 +1,15 @@
 """A small raw-ASGI stand-in for the model server, run as a subprocess by the tests.
 
-python fake_server.py --port P [--behaviour predict|error500|slow] [--delay S] [--count-file F]
+python fake_server.py --port P [--behaviour predict|error500|slow|drop-kept] [--delay S]
+    [--count-file F]
 
 `predict` answers the three endpoints like the model server, with a fixed rule that is right
 on most Iris rows (so online accuracy is a known, checkable number); `error500` answers every
-request with 500; `slow` sleeps DELAY seconds before answering. Every request's arrival time
-can be appended to a file, so tests can check the rate the server really saw.
+request with 500; `slow` sleeps DELAY seconds before answering; `drop-kept` (raw HTTP, not
+uvicorn) answers the first request of each connection like `predict` and closes the connection
+unanswered when a second arrives, as a server whose idle timer crossed the request does.
+Every request's arrival time can be appended to a file, so tests can check the rate the server
+really saw.
 """
 
 from __future__ import annotations
@@ -105,13 +109,50 @@ def answer(behaviour: str, path: str, body: bytes):
     return 404, {"error": "not_found", "path": path}
 
 
+async def drop_kept(port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            for answered in range(2):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                body = await reader.readexactly(length)
+                if answered:
+                    break  # the second request: closed without a byte of an answer
+                path = head.split(b" ")[1].decode()
+                status, doc = answer("predict", path, body)
+                payload = json.dumps(doc).encode()
+                writer.write(
+                    f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                    + payload
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--behaviour", default="predict", choices=["predict", "error500", "slow"])
+    p.add_argument(
+        "--behaviour", default="predict", choices=["predict", "error500", "slow", "drop-kept"]
+    )
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--count-file")
     args = p.parse_args()
+    if args.behaviour == "drop-kept":
+        asyncio.run(drop_kept(args.port))
+        return
     uvicorn.run(
         make_app(args.behaviour, args.delay, args.count_file),
         host="127.0.0.1",

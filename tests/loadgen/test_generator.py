@@ -182,6 +182,22 @@ def test_sigterm_prints_the_final_summary_and_exits_0(fake_servers, lg):
     assert values['loadgen_request_latency_seconds_bucket{le="+Inf"}'] >= 60
     assert "loadgen_schedule_lag_seconds_bucket" in metrics
     assert "loadgen_in_flight" in values
+    assert values["loadgen_requests_resent_total"] == 0  # uvicorn keeps its connections
+
+
+def test_a_kept_alive_connection_closed_unanswered_is_resent_not_failed(fake_servers, lg):
+    # The server drops the second request of every connection without a byte of an answer:
+    # each such request is sent once more on a new connection, answered, and counted resent.
+    port, _ = fake_servers.start(behaviour="drop-kept")
+    code, s, err = lg.run_loadgen(
+        "--target", f"http://127.0.0.1:{port}", "--rate", "20", "--requests", "40",
+        "--payload", "iris", "--lag-limit", "0.5",
+    )  # fmt: skip
+    assert code == 0, err
+    assert s["outcomes"] == {"ok": 40}
+    assert s["errors"] == 0
+    assert 30 <= s["resent"] <= 39  # the first request (and any on a new connection) was not
+    assert s["predictions_checked"] == 40
 
 
 def test_targets_file_is_reread_while_running(fake_servers, tmp_path, lg):

@@ -1,6 +1,9 @@
 """The hot-path HTTP client against tiny in-process TCP servers on loopback, one per behaviour."""
 
 import asyncio
+import socket
+import threading
+import time
 
 import pytest
 
@@ -258,3 +261,118 @@ def test_endpoint_parsing():
     assert Endpoint.parse("https://example.test/predict").port == 443
     with pytest.raises(ValueError, match="not an http"):
         Endpoint.parse("ftp://x/y")
+
+
+def _threaded_server(answers_per_connection: int, connections: int) -> tuple[int, list[int]]:
+    """A blocking server in its own thread (so a stall of the client's loop does not stall
+    it): each connection gets that many answers, then the server closes it at once."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    served: list[int] = []
+
+    def serve() -> None:
+        with listener:
+            for _ in range(connections):
+                conn, _ = listener.accept()
+                with conn:
+                    count = 0
+                    for _ in range(answers_per_connection):
+                        if not conn.recv(65536):
+                            break
+                        conn.sendall(OK)
+                        count += 1
+                    served.append(count)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], served
+
+
+def test_a_kept_alive_connection_the_server_closed_during_a_stall_is_not_reused():
+    # The server closes an idle connection while the client's loop is busy (a loaded node):
+    # the close is in the socket but not yet seen by the loop. Sending on it would fail.
+    async def go():
+        port, served = _threaded_server(answers_per_connection=1, connections=2)
+        client = HttpClient(2.0)
+        ep = Endpoint.parse(f"http://127.0.0.1:{port}/x")
+        assert await client.post(ep, b"{}") == (200, b"{}")
+        time.sleep(0.3)  # the stall: the server's FIN arrives, the loop does not run
+        got = await client.post(ep, b"{}")
+        resent = client.resent
+        await client.close()
+        return got, resent, served
+
+    got, resent, served = run(go())
+    assert got == (200, b"{}")
+    assert resent == 0  # seen as closed before sending, not sent on it
+    assert served == [1, 1]
+
+
+def test_a_request_the_server_drops_unanswered_on_a_kept_alive_connection_is_sent_once_more():
+    # The server closes a kept-alive connection as the request arrives (its idle timer and
+    # the request crossed): no byte of an answer came back, so the request is sent again on a
+    # new connection, once, and counted as resent.
+    async def go():
+        seen: dict[object, int] = {}
+
+        async def drop_the_second(req, w):
+            seen[w] = seen.get(w, 0) + 1
+            if seen[w] == 2:
+                return "close"
+            w.write(OK)
+            await w.drain()
+
+        server, port, reqs = await _serve(drop_the_second)
+        client = HttpClient(2.0)
+        ep = Endpoint.parse(f"http://127.0.0.1:{port}/x")
+        got = [await client.post(ep, b"{}") for _ in range(3)]
+        resent = client.resent
+        await client.close()
+        server.close()
+        return got, resent, len(reqs), len(serve_state[port])
+
+    got, resent, requests, connections = run(go())
+    assert got == [(200, b"{}")] * 3
+    # A: 1 answered, 2 dropped → B: 2 answered, 3 dropped → C: 3 answered.
+    assert (resent, requests, connections) == (2, 5, 3)
+
+
+def test_a_first_request_dropped_unanswered_is_not_sent_again():
+    # On a new connection nothing was stale: the drop is the server's, and is reported.
+    async def go():
+        async def drop(req, w):
+            return "close"
+
+        server, port, reqs = await _serve(drop)
+        client = HttpClient(2.0)
+        with pytest.raises(DisconnectedError):
+            await client.post(Endpoint.parse(f"http://127.0.0.1:{port}/x"), b"{}")
+        resent = client.resent
+        await client.close()
+        server.close()
+        return resent, len(reqs)
+
+    assert run(go()) == (0, 1)
+
+
+def test_a_resent_request_that_is_dropped_again_fails():
+    async def go():
+        seen: dict[object, int] = {}
+
+        async def answer_only_the_first(req, w):
+            seen[w] = seen.get(w, 0) + 1
+            if seen[w] > 1 or len(seen) > 1:
+                return "close"
+            w.write(OK)
+            await w.drain()
+
+        server, port, reqs = await _serve(answer_only_the_first)
+        client = HttpClient(2.0)
+        ep = Endpoint.parse(f"http://127.0.0.1:{port}/x")
+        assert await client.post(ep, b"{}") == (200, b"{}")
+        with pytest.raises(DisconnectedError):
+            await client.post(ep, b"{}")
+        resent = client.resent
+        await client.close()
+        server.close()
+        return resent, len(reqs)
+
+    assert run(go()) == (1, 3)

@@ -34,6 +34,7 @@ class GrpcClient:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        self.resent = 0  # gRPC's channel retries a call it never sent by itself: nothing to count
         self._channels: dict[
             tuple[str, str, int], tuple[grpc.aio.Channel, grpc.aio.UnaryUnaryMultiCallable]
         ] = {}

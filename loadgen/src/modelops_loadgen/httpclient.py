@@ -4,14 +4,19 @@ Chosen by measurement over aiohttp and httpx (loadgen/README.md, "Why this clien
 only what a load generator needs, so a request costs a fraction of a general client's CPU.
 Responses are parsed by httptools (the C parser uvicorn uses), so Content-Length, chunked and
 close-delimited bodies are all handled; connections are reused while the server keeps them
-alive. There are no retries: a request that fails, fails once.
+alive. A request that fails, fails once, with one exception that is not a failure: a kept-alive
+connection the server closed as the request went out (its idle timer and the request crossed)
+returns no byte of an answer, and the request is sent once more on a new connection
+(RFC 9112 section 9.3.1; browsers do the same). Such resends are counted, never hidden.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,7 +93,9 @@ class _Connection(asyncio.Protocol):
         "_length_known",
         "_parser",
         "_waiter",
+        "answered",
         "closed",
+        "idle_since",
         "keep_alive",
         "on_lost",
         "status",
@@ -105,6 +112,8 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.keep_alive = True
         self.closed = False
+        self.answered = False  # a byte of the current request's answer came back
+        self.idle_since = 0.0  # monotonic time it went back to the pool
         self.on_lost: Callable[[_Connection], None] | None = None
 
     # asyncio.Protocol
@@ -120,6 +129,7 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None:
             self.close()  # bytes nobody asked for: this connection is unusable
             return
+        self.answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -178,8 +188,23 @@ class _Connection(asyncio.Protocol):
     def send(self, data: bytes, waiter: asyncio.Future[tuple[int, bytes]]) -> None:
         assert self.transport is not None
         self._waiter = waiter
+        self.answered = False
         self._parser = httptools.HttpResponseParser(self)
         self.transport.write(data)
+
+    def stale(self) -> bool:
+        """Whether an idle connection's socket is readable: the server closed it (or sent bytes
+        nobody asked for) and the loop, busy, has not seen it yet."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            return True
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return False
+        _POLL.register(sock.fileno(), select.POLLIN | select.POLLRDHUP)
+        try:
+            return bool(_POLL.poll(0))
+        finally:
+            _POLL.unregister(sock.fileno())
 
     def close(self) -> None:
         self.closed = True
@@ -187,8 +212,23 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+# A connection back in the pool for less than this is reused without the stale check (servers
+# close idle connections after a second or more; a close crossing a request is resent anyway),
+# so a busy client pays no system call per request.
+FRESH_S = 0.05
+# One poll object for the stale check (register/unregister are not system calls; poll(0) is the
+# only one). The client is single-threaded, like its event loop.
+_POLL = select.poll()
+
+
 # (status, body) of an answer → the request to send next on the same connection, or None.
 FollowUp = Callable[[int, bytes], "tuple[Endpoint, bytes] | None"]
+
+
+def _usable(conn: _Connection) -> bool:
+    if time.monotonic() - conn.idle_since < FRESH_S:
+        return not conn.closed
+    return not conn.stale()
 
 
 def _timeout_fired(fut: asyncio.Future[tuple[int, bytes]], timeout: float) -> None:
@@ -204,6 +244,7 @@ class HttpClient:
         self._idle: dict[tuple[str, str, int], deque[_Connection]] = {}
         self._all: set[_Connection] = set()
         self._ssl = ssl_context
+        self.resent = 0  # requests sent once more after a kept-alive connection closed unanswered
 
     async def _connect(self, ep: Endpoint, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -232,8 +273,7 @@ class HttpClient:
     async def post(self, ep: Endpoint, body: bytes) -> tuple[int, bytes]:
         """Send one POST; returns (status, body) or raises an HttpClientError."""
         deadline = asyncio.get_running_loop().time() + self.timeout
-        conn = await self._acquire(ep, deadline)
-        result = await self._exchange(conn, ep, body, deadline)
+        conn, result = await self._first(ep, body, deadline)
         self._release(ep, conn)
         return result
 
@@ -245,8 +285,7 @@ class HttpClient:
         Service: feedback must). Returns the second answer, its error, or None when ``then``
         named none; the first request's errors raise as in :meth:`post`."""
         loop = asyncio.get_running_loop()
-        conn = await self._acquire(ep, loop.time() + self.timeout)
-        status, raw = await self._exchange(conn, ep, body, loop.time() + self.timeout)
+        conn, (status, raw) = await self._first(ep, body, loop.time() + self.timeout)
         try:
             follow = then(status, raw)
         except BaseException:
@@ -262,13 +301,33 @@ class HttpClient:
         self._release(ep, conn)
         return result
 
-    async def _acquire(self, ep: Endpoint, deadline: float) -> _Connection:
+    async def _first(
+        self, ep: Endpoint, body: bytes, deadline: float
+    ) -> tuple[_Connection, tuple[int, bytes]]:
+        """Send a request on a pooled connection (or a new one); resend it once on a new
+        connection when a kept-alive one closed before any byte of the answer."""
+        conn = self._reuse(ep)
+        if conn is None:
+            conn = await self._connect(ep, deadline)
+            return conn, await self._exchange(conn, ep, body, deadline)
+        try:
+            return conn, await self._exchange(conn, ep, body, deadline)
+        except DisconnectedError:
+            if conn.answered:
+                raise  # the server began answering: it broke mid-answer, a real failure
+        self.resent += 1
+        conn = await self._connect(ep, deadline)
+        return conn, await self._exchange(conn, ep, body, deadline)
+
+    def _reuse(self, ep: Endpoint) -> _Connection | None:
         idle = self._idle.get(ep.key)
         while idle:
             conn = idle.pop()
-            if not conn.closed:
+            if _usable(conn):
                 return conn
-        return await self._connect(ep, deadline)
+            conn.close()
+            self._all.discard(conn)
+        return None
 
     async def _exchange(
         self, conn: _Connection, ep: Endpoint, body: bytes, deadline: float
@@ -293,6 +352,7 @@ class HttpClient:
             idle = self._idle.get(ep.key)
             if idle is None:
                 idle = self._idle[ep.key] = deque()
+            conn.idle_since = time.monotonic()
             idle.append(conn)
         else:
             conn.close()

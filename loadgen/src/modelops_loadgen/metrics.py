@@ -56,6 +56,12 @@ class LoadgenCollector(Collector):
         for (outcome, code), n in sorted(st.counts.copy().items()):
             req.add_metric([outcome, code], float(n))
         yield req
+        yield CounterMetricFamily(
+            "loadgen_requests_resent",
+            "Requests sent once more on a new connection because the kept-alive one closed "
+            "before any byte of the answer (counted once in loadgen_requests).",
+            value=float(gen.resent),
+        )
         yield _histogram(
             "loadgen_request_latency_seconds",
             "Latency from the intended send time to the full answer (open loop), for requests "

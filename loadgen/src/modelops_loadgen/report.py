@@ -78,6 +78,7 @@ class Summary:
     feedback: dict[str, int] = field(default_factory=dict)
     behind_reasons: list[str] = field(default_factory=list)
     cpu_seconds: float | None = None  # the generator's own CPU time during the run
+    resent: int = 0  # sent once more after a kept-alive connection closed unanswered
 
     @property
     def achieved_rate(self) -> float:
@@ -110,6 +111,7 @@ class Summary:
             "sent": self.sent,
             "completed": self.completed,
             "errors": self.errors,
+            "resent": self.resent,
             "skipped": self.skipped,
             "no_target": self.not_sent_no_target,
             "outcomes": self.outcomes,
@@ -139,6 +141,7 @@ def build_summary(
     backlog: float,
     lag_limit: float,
     cpu_seconds: float | None = None,
+    resent: int = 0,
 ) -> Summary:
     outcomes = stats.by_outcome()
     skipped = outcomes.get("skipped", 0)
@@ -175,6 +178,7 @@ def build_summary(
         behind=bool(reasons),
         behind_reasons=reasons,
         cpu_seconds=cpu_seconds,
+        resent=resent,
     )
 
 
@@ -196,7 +200,8 @@ def format_text(s: Summary) -> str:
         f"  elapsed        {s.elapsed:.3f} s; sent {s.sent}, achieved {s.achieved_rate:.2f} req/s"
         f"{ratio_txt}"
     )
-    lines.append(f"  completed      {s.completed} ({s.errors} errors)")
+    resent = f"; {s.resent} resent on a new connection" if s.resent else ""
+    lines.append(f"  completed      {s.completed} ({s.errors} errors{resent})")
     lines.append(
         "  outcomes       " + (", ".join(f"{k} {v}" for k, v in s.outcomes.items()) or "-")
     )

@@ -72,6 +72,10 @@ def initial_targets(settings: LoadgenSettings) -> list[str]:
 class Client(Protocol):
     """HttpClient or GrpcClient: one request, answer (status, body), or an HttpClientError."""
 
+    # Requests sent once more because a kept-alive connection closed before any byte of the
+    # answer (the HTTP client's stale-connection race; see httpclient.py).
+    resent: int
+
     async def post(self, ep: Any, body: bytes) -> tuple[int, bytes]: ...
 
     def drop_idle(self, keep: set[tuple[str, str, int]]) -> None: ...
@@ -114,6 +118,10 @@ class Generator:
         self._client: Client | None = None
         self._cpu0 = 0.0
         self._cpu: float | None = None
+
+    @property
+    def resent(self) -> int:
+        return self._client.resent if self._client is not None else 0
 
     # -- control ---------------------------------------------------------------------------
 
@@ -382,6 +390,7 @@ class Generator:
                         "sent": self.stats.sent,
                         "achieved_rate": round(self.live.achieved_rate, 3),
                         "outcomes": self.stats.by_outcome(),
+                        "resent": self.resent,
                         "latency_p99_seconds": self.stats.latency.percentile(0.99),
                         "online_accuracy": self.stats.online_accuracy,
                         "behind": self.live.behind,
@@ -487,6 +496,7 @@ class Generator:
             backlog=0.0,
             lag_limit=s.lag_limit,
             cpu_seconds=self._cpu,
+            resent=self.resent,
         )
 
 
