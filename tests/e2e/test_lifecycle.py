@@ -97,6 +97,8 @@ def loadgen_counts(product: Product, namespace: str, name: str) -> dict[str, flo
     for line in text.splitlines():
         if m := re.match(r'loadgen_requests_total\{code="[^"]*",outcome="([a-z_]+)"\} (\S+)', line):
             counts[m.group(1)] = counts.get(m.group(1), 0.0) + float(m.group(2))
+        elif m := re.match(r"loadgen_requests_resent_total (\S+)", line):
+            counts["resent"] = float(m.group(1))  # answered, after a kept-alive close: not lost
         elif m := re.match(r"loadgen_(target|achieved)_rate (\S+)", line):
             counts[f"{m.group(1)}_rate"] = float(m.group(2))
     counts["pod"] = float(hash(pod_name))  # the same pod before and after: counters comparable
@@ -105,12 +107,17 @@ def loadgen_counts(product: Product, namespace: str, name: str) -> dict[str, flo
 
 def failed(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Requests that did not succeed between two readings, by outcome."""
-    skip = {"ok", "pod", "target_rate", "achieved_rate"}
+    skip = {"ok", "pod", "resent", "target_rate", "achieved_rate"}
     return {
         k: after[k] - before.get(k, 0.0)
         for k in after
         if k not in skip and after[k] - before.get(k, 0.0) > 0
     }
+
+
+def resent(before: dict[str, float], after: dict[str, float]) -> float:
+    """Requests the generator sent twice because a kept-alive connection closed unanswered."""
+    return after.get("resent", 0.0) - before.get("resent", 0.0)
 
 
 def no_failures(
@@ -364,6 +371,7 @@ def rollouts_under_load(product: Product, ns: str) -> None:
     assert after["pod"] == before["pod"], "the load generator was not restarted"
     FIGURES["rollout v1 → v3: requests answered"] = after["ok"] - before["ok"]
     FIGURES["rollout v1 → v3: requests failed"] = sum(failed(before, after).values())
+    FIGURES["rollout v1 → v3: requests resent"] = resent(before, after)
     no_failures(product, ns, before, after)
     # It kept its rate meanwhile (over its last 10 s; generous for two busy cores).
     assert after["achieved_rate"] >= 10, after
@@ -378,6 +386,7 @@ def rollouts_under_load(product: Product, ns: str) -> None:
     after = loadgen_counts(product, ns, "iris")
     FIGURES["scale 2 → 3 → 1: requests answered"] = after["ok"] - before["ok"]
     FIGURES["scale 2 → 3 → 1: requests failed"] = sum(failed(before, after).values())
+    FIGURES["scale 2 → 3 → 1: requests resent"] = resent(before, after)
     no_failures(product, ns, before, after)
 
 

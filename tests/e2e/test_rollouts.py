@@ -39,6 +39,7 @@ from .test_lifecycle import (
     loadgen_counts,
     no_failures,
     patch_md,
+    resent,
     run_parallel,
     sample,
     seconds_between,
@@ -192,6 +193,7 @@ def canary_promoted(product: Product, ns: str, others_decided: threading.Event) 
     FIGURES["canary: requests answered through both steps and the promotion"] = (
         after["ok"] - before["ok"]
     )
+    FIGURES["canary: requests resent after a kept-alive close"] = resent(before, after)
     no_failures(product, ns, before, after)
 
 
