@@ -306,21 +306,27 @@ def test_a_kept_alive_connection_the_server_closed_during_a_stall_is_not_reused(
     assert served == [1, 1]
 
 
+def _answers(per_connection: int, connections: int | None = None):
+    """A responder that answers the first requests of each connection (of the first
+    connections only, when given) and closes the connection unanswered on the next."""
+    seen: dict[object, int] = {}
+
+    async def respond(req, w):
+        seen[w] = seen.get(w, 0) + 1
+        if seen[w] > per_connection or (connections is not None and len(seen) > connections):
+            return "close"
+        w.write(OK)
+        await w.drain()
+
+    return respond
+
+
 def test_a_request_the_server_drops_unanswered_on_a_kept_alive_connection_is_sent_once_more():
     # The server closes a kept-alive connection as the request arrives (its idle timer and
     # the request crossed): no byte of an answer came back, so the request is sent again on a
     # new connection, once, and counted as resent.
     async def go():
-        seen: dict[object, int] = {}
-
-        async def drop_the_second(req, w):
-            seen[w] = seen.get(w, 0) + 1
-            if seen[w] == 2:
-                return "close"
-            w.write(OK)
-            await w.drain()
-
-        server, port, reqs = await _serve(drop_the_second)
+        server, port, reqs = await _serve(_answers(per_connection=1))
         client = HttpClient(2.0)
         ep = Endpoint.parse(f"http://127.0.0.1:{port}/x")
         got = [await client.post(ep, b"{}") for _ in range(3)]
@@ -355,16 +361,7 @@ def test_a_first_request_dropped_unanswered_is_not_sent_again():
 
 def test_a_resent_request_that_is_dropped_again_fails():
     async def go():
-        seen: dict[object, int] = {}
-
-        async def answer_only_the_first(req, w):
-            seen[w] = seen.get(w, 0) + 1
-            if seen[w] > 1 or len(seen) > 1:
-                return "close"
-            w.write(OK)
-            await w.drain()
-
-        server, port, reqs = await _serve(answer_only_the_first)
+        server, port, reqs = await _serve(_answers(per_connection=1, connections=1))
         client = HttpClient(2.0)
         ep = Endpoint.parse(f"http://127.0.0.1:{port}/x")
         assert await client.post(ep, b"{}") == (200, b"{}")
