@@ -216,9 +216,15 @@ def test_trainer_pod_deleted_after_it_succeeded_is_trained_again(cluster, operat
         return job if job and job["metadata"]["uid"] != first_uid else None
 
     second_uid = wait(rerun, 30, "the trainer Job run again")["metadata"]["uid"]
-    status = cluster.status("lost")
+
+    # A pass writes its children before its status: the new Job can be seen a moment before
+    # the status that counts it (CI read trainingRuns 1 in that gap).
+    def counted():
+        status = cluster.status("lost")
+        return status if status.get("trainingRuns") == 2 else None
+
+    status = wait(counted, 20, "status.trainingRuns 2")
     assert status["phase"] == "Training" and not status.get("history"), status
-    assert status["trainingRuns"] == 2
     trained_message = conditions(status)["Trained"]["message"]
     assert "(run 2 of 3: the result of the run before was lost" in trained_message
     (warning,) = [e for e in cluster.events("lost") if e["type"] == "Warning"]
