@@ -255,6 +255,7 @@ def child_rejected(product: Product) -> None:
     message = condition(got, "Degraded")["message"]
     assert "the API server rejected Job refused-train-v1" in message
     assert "must be less than or equal to memory limit" in message
+    product.posted(ns, "ChildRejected")  # posted after the status that says so
     events = product.kubectl.json("get", "events", "-n", ns)["items"]
     assert [e["reason"] for e in events if e["type"] == "Warning"] == ["ChildRejected"]
 

@@ -90,11 +90,6 @@ def in_state(state: str) -> Any:
     return lambda md: rollout(md).get("state") == state
 
 
-def events(product: Product, ns: str, reason: str) -> list[dict[str, Any]]:
-    found = product.kubectl.json("get", "events", "-n", ns)["items"]
-    return [e for e in found if e.get("reason") == reason]
-
-
 def answers(product: Product, ns: str, n: int) -> dict[str, Any]:
     """``n`` predictions from the namespace's client pod through the Service, each on a new
     connection (the Service's rules pick a pod each time): the versions that answered, and the
@@ -181,9 +176,9 @@ def canary_promoted(product: Product, ns: str, others_decided: threading.Event) 
     )  # fmt: skip
     assert md["status"]["servingVersion"] == "v2" and md["status"]["ready"] == "2/2"
     # The step the killed operator was in ran once: one analysis passed it, no step restarted.
-    passed = [e["message"] for e in events(product, ns, "AnalysisPassed")]
+    passed = [e["message"] for e in product.posted(ns, "AnalysisPassed")]
     assert len(passed) == 1 and "step 1/2" in passed[0], passed
-    assert len(events(product, ns, "Promoted")) == 1
+    assert len(product.posted(ns, "Promoted")) == 1
     product.wait_md(
         ns, "iris", lambda md: not pod_names(product, ns, "modelops.dev/track=candidate"),
         120, "the candidate's pods gone",
@@ -244,7 +239,7 @@ def live_accuracy_rollback(product: Product, ns: str) -> None:
     assert analysis["candidateLiveAccuracy"] < 0.8 < analysis["stableLiveAccuracy"], analysis
     assert min(analysis["candidateSamples"], analysis["stableSamples"]) >= 20, analysis
     assert md["status"]["phase"] == "Degraded" and md["status"]["servingVersion"] == "v1"
-    (event,) = events(product, ns, "RolledBack")
+    (event,) = product.posted(ns, "RolledBack")
     assert event["type"] == "Warning" and "live accuracy of v2" in event["message"]
     md = product.wait_md(
         ns, "iris", lambda md: md["status"].get("ready") == "2/2"

@@ -188,6 +188,16 @@ class Cluster:
 
         return dict(wait_for(served, timeout, f"{name} serving {version}", interval=0.5))
 
+    def posted(self, name: str, reason: str, timeout: float = 15) -> list[dict[str, Any]]:
+        """The events of ``reason`` once there is one: the operator posts an event after the
+        status write that tells of it, so a test that waited for the status can be first."""
+        found = wait_for(
+            lambda: [e for e in self.events(name) if e["reason"] == reason],
+            timeout,
+            f"event {reason} of {name}",
+        )
+        return list(found)
+
     def events(self, name: str) -> list[dict[str, Any]]:
         return [
             e

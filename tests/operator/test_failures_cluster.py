@@ -132,7 +132,7 @@ def test_rollout_that_never_gets_ready_is_degraded_by_its_deadline(
     # The pods of v1 keep serving: the Deployment never took them down.
     old = cluster.pods("modelops.dev/name=stuck,modelops.dev/version=v1")
     assert [p for p in old if not p["metadata"].get("deletionTimestamp")]
-    warnings = [e for e in cluster.events("stuck") if e["reason"] == "RolloutStalled"]
+    warnings = cluster.posted("stuck", "RolloutStalled")
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
     # Deadline 10 s; the Deployment controller and the operator add little on top.
     print(f"stuck rollout reported {reported:.1f}s after the new pod appeared (deadline 10s)")

@@ -55,5 +55,5 @@ def test_sigkill_during_a_rollout_converges(cluster, operator, trained, wait):
     assert status["phase"] == "Serving"
     # Events are posted after the status write that records the transition, so a restart
     # never repeats one (a kill between the two may drop it).
-    rolled = [e for e in cluster.events("iris") if e["reason"] == "RolledOut"]
+    rolled = cluster.posted("iris", "RolledOut")
     assert 1 <= len(rolled) <= 2

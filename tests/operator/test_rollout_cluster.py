@@ -118,7 +118,7 @@ def test_canary_pauses_without_prometheus_then_rolls_back(
     resumed = status["rollout"]
     assert (resumed["step"], resumed["stepStartedAt"]) == (1, record["stepStartedAt"])
     assert status["servingVersion"] == "v1" and status["phase"] == "RollingOut"
-    paused = [e for e in cluster.events("iris") if e["reason"] == "RolloutPaused"]
+    paused = cluster.posted("iris", "RolloutPaused")
     assert paused and paused[0]["type"] == "Warning" and closed in paused[0]["message"]
 
     cluster.patch_md("iris", {"rollout": {**rollout, "analysis": {
@@ -135,7 +135,7 @@ def test_canary_pauses_without_prometheus_then_rolls_back(
                for q in prometheus.queries)  # fmt: skip
     wait(lambda: cluster.deployment("iris-candidate") is None, 30, "the candidate deleted")
     assert cluster.deployment("iris-server")["spec"]["replicas"] == 2
-    rolled = [e for e in cluster.events("iris") if e["reason"] == "RolledBack"]
+    rolled = cluster.posted("iris", "RolledBack")
     assert rolled and rolled[0]["type"] == "Warning"
     assert "live accuracy of v2 0.4000" in rolled[0]["message"]
 

@@ -430,6 +430,20 @@ class Product:
         got: dict[str, Any] = self.kubectl.json("get", "modeldeployment", name, "-n", namespace)
         return got
 
+    def posted(self, namespace: str, reason: str, timeout: float = 30) -> list[dict[str, Any]]:
+        """The namespace's events of ``reason`` once there is one: the operator posts an event
+        after the status write that tells of it, so the status can be seen first."""
+
+        def found() -> list[dict[str, Any]]:
+            items = self.kubectl.json("get", "events", "-n", namespace)["items"]
+            return [e for e in items if e.get("reason") == reason]
+
+        try:
+            got: list[dict[str, Any]] = wait(found, timeout, f"{namespace}: event {reason}", 0.5)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}\n{self.diagnostics(namespace)}") from None
+        return got
+
     def wait_md(
         self,
         namespace: str,
