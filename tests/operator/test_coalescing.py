@@ -71,7 +71,7 @@ def test_events_while_a_pass_waits_for_a_thread_need_no_pass_of_their_own() -> N
         queue.schedule("ns", "busy", urgent=True)
         await started(kube, "busy")
         queue.schedule("ns", "new", urgent=True, generation=1)  # waits for the one thread
-        for _ in range(5):  # kopf's finalizer, child echoes, a resync: all before it reads
+        for _ in range(5):  # status and child echoes, a resync: all before it reads
             queue.schedule("ns", "new")
             queue.schedule("ns", "new", delay=0.5)
         queue.schedule("ns", "new", urgent=True, generation=2)  # a spec change, still unread
@@ -107,7 +107,7 @@ def test_same_generation_during_its_pass_is_covered_a_new_one_is_not() -> None:
         kube.block("md")
         queue.schedule("ns", "md", urgent=True, generation=1)
         await started(kube, "md")
-        queue.schedule("ns", "md", urgent=True, generation=1)  # finalizer added: no spec change
+        queue.schedule("ns", "md", urgent=True, generation=1)  # metadata only: no spec change
         kube.hold["md"].set()
         await settle(queue)
         same = kube.passes["md"]

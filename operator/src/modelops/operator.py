@@ -75,8 +75,8 @@ class Queue:
 
     An event asks for one more pass only when the pass in hand cannot cover it: a pass that is
     queued (delayed, or waiting for a thread) has not read yet and will see the change; so will
-    a running pass of the resource's generation for an event that changes no spec (kopf's
-    finalizer, a status echo). Only events that arrive after the pass read, and could change
+    a running pass of the resource's generation for an event that changes no spec (a
+    metadata write, a status echo). Only events that arrive after the pass read, and could change
     its plan, are followed by exactly one more pass.
 
     Passes read the children from the watch cache (:mod:`modelops.cache`); a retry after a
