@@ -234,6 +234,31 @@ def test_shadow_gets_a_copy_and_its_answers_are_judged_on_every_feedback(server,
     assert copied < 2 * alone + 0.002, rounds
 
 
+def test_shadow_copies_after_a_pause_past_the_candidates_keep_alive_are_not_lost(server, artifacts):
+    # The candidate closes connections idle past its keep-alive timeout (1 s here, 5 s by
+    # default): at a low rate the stable server's workers meet such closes between copies.
+    candidate = server(
+        artifacts["logistic_regression"], {"MODELOPS_SERVER_TIMEOUT_KEEP_ALIVE": "1"}
+    )
+    stable = server(artifacts["knn"], {"MODELOPS_SERVER_SHADOW_URL": candidate.base_url})
+    with httpx.Client(base_url=stable.base_url, timeout=5) as client:
+
+        def shadowed(result: str, at_least: float) -> float:
+            deadline = time.monotonic() + 10
+            while True:
+                got = metric(client.get("/metrics").text, "api_shadow_total", result=result)
+                if got >= at_least or time.monotonic() > deadline:
+                    return got
+                time.sleep(0.05)
+
+        for rounds in (1, 2, 3):
+            for _ in range(4):
+                assert client.post("/predict", json=SETOSA).status_code == 200
+            assert shadowed("agree", 4 * rounds) == 4 * rounds
+            time.sleep(2)  # every kept-alive connection to the candidate closed by it
+        assert shadowed("failed", 0) == 0
+
+
 def test_a_shadow_that_never_answers_does_not_delay_the_client(server, knn_artifact):
     # A listener that accepts connections and never answers: the worst shadow.
     hole = socket.socket()

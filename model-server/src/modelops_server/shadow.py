@@ -40,7 +40,13 @@ FEEDBACK_PATH = "/feedback"
 
 class _Connection:
     """One kept-alive HTTP/1.1 connection to the shadow (our own server always sends
-    Content-Length, so this is all the client it needs)."""
+    Content-Length, so this is all the client it needs).
+
+    The candidate closes a connection that idled past its keep-alive timeout: one whose close
+    was already read is replaced before sending, and a request that crossed the close on the
+    wire (no byte of an answer on a reused connection) is sent once more on a new one, as
+    RFC 9112 §9.3.1 allows. Without that, a worker that idles between copies would count every
+    copy after a pause as failed."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
@@ -50,13 +56,16 @@ class _Connection:
     async def post(
         self, path: str, headers: Sequence[tuple[str, str]], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
-        if self.writer is None or self.writer.is_closing():
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
         head = f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
         head += "".join(f"{name}: {value}\r\n" for name, value in headers)
-        self.writer.write(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body)
-        status = int((await self.reader.readline()).split(b" ", 2)[1])
+        request = f"{head}content-length: {len(body)}\r\n\r\n".encode() + body
+        reused = await self._open()
+        first = await self._send(request)
+        if not first and reused:
+            await self._open()
+            first = await self._send(request)
+        status = int(first.split(b" ", 2)[1])
+        assert self.reader is not None
         answer: dict[str, str] = {}
         while line := (await self.reader.readline()).strip():
             name, _, value = line.decode("latin-1").partition(":")
@@ -65,6 +74,25 @@ class _Connection:
         if answer.get("connection", "").lower() == "close":
             self.close()
         return status, answer, content
+
+    async def _open(self) -> bool:
+        """Whether the kept-alive connection is still there to reuse (else a new one)."""
+        writer, reader = self.writer, self.reader
+        alive = writer is not None and not writer.is_closing()
+        if alive and reader is not None and not reader.at_eof():
+            return True
+        self.close()
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return False
+
+    async def _send(self, request: bytes) -> bytes:
+        """The answer's status line; empty if the connection closed before any byte of it."""
+        assert self.reader is not None and self.writer is not None
+        try:
+            self.writer.write(request)
+            return await self.reader.readline()
+        except ConnectionError:  # reset: the candidate had closed it
+            return b""
 
     def close(self) -> None:
         if self.writer is not None:
@@ -122,7 +150,7 @@ class Shadow:
                 status, answer_headers, answer = await asyncio.wait_for(
                     connection.post(path, headers, body), self.timeout
                 )
-            except (TimeoutError, OSError, ValueError, IndexError) as exc:
+            except (TimeoutError, OSError, EOFError, ValueError, IndexError) as exc:
                 connection.close()
                 if labels is not None:
                     self.metrics.count_shadow("", FAILED)

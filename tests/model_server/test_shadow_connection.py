@@ -1,0 +1,144 @@
+"""The shadow's kept-alive connection to the candidate, against a server that closes idle
+connections as the candidate does (its keep-alive timeout), on loopback.
+
+A stable server sends shadow copies as its clients' traffic comes: at a low rate a worker's
+connection idles past the candidate's keep-alive timeout between two copies, and the next copy
+must not be lost (each lost copy would count as a failed shadow answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from modelops_server.shadow import _Connection
+
+pytestmark = pytest.mark.integration
+
+ANSWER = b'{"model_version": "v2", "prediction_id": "p1", "species": "setosa"}'
+OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+    len(ANSWER),
+    ANSWER,
+)
+IDLE_S = 0.2  # the stand-in's keep-alive timeout (the candidate's is seconds)
+BODY = b'{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
+HEADERS = [("content-type", "application/json")]
+
+# (connection number, request number on it) → answer it?
+Answers = Callable[[int, int], bool]
+
+
+class Candidate:
+    """A server on loopback that answers requests of kept-alive connections, closes one idle
+    for IDLE_S, and closes unanswered the requests ``answers`` refuses."""
+
+    def __init__(self, answers: Answers) -> None:
+        self.answers = answers
+        self.connections = 0
+        self.requests = 0
+        self.answered = 0
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number, on_it = self.connections, 0
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_S)
+                except (TimeoutError, asyncio.IncompleteReadError):
+                    return  # idle past the keep-alive timeout, or the client left
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.lower().split(b"\r\n")
+                    if line.startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                self.requests += 1
+                on_it += 1
+                if not self.answers(number, on_it):
+                    return  # closed as the request arrived: it crossed the close
+                writer.write(OK)
+                await writer.drain()
+                self.answered += 1
+        finally:
+            writer.close()
+
+
+def run(answers: Answers, client: Callable[[_Connection], Awaitable[object]]) -> Candidate:
+    async def scenario() -> Candidate:
+        candidate = Candidate(answers)
+        connection = _Connection("127.0.0.1", await candidate.start())
+        try:
+            await client(connection)
+        finally:
+            connection.close()
+            candidate.server.close()
+        return candidate
+
+    return asyncio.run(scenario())
+
+
+def always(number: int, on_it: int) -> bool:
+    return True
+
+
+async def post(connection: _Connection) -> bytes:
+    status, headers, content = await connection.post("/predict", HEADERS, BODY)
+    assert (status, headers["content-type"]) == (200, "application/json")
+    return content
+
+
+def test_copies_are_sent_on_one_kept_alive_connection() -> None:
+    async def client(connection: _Connection) -> None:
+        for _ in range(5):
+            assert await post(connection) == ANSWER
+
+    candidate = run(always, client)
+    assert (candidate.connections, candidate.requests, candidate.answered) == (1, 5, 5)
+
+
+def test_a_copy_after_the_candidate_closed_the_idle_connection_goes_on_a_new_one() -> None:
+    async def client(connection: _Connection) -> None:
+        assert await post(connection) == ANSWER
+        await asyncio.sleep(IDLE_S * 3)  # the candidate closed it meanwhile
+        assert await post(connection) == ANSWER
+
+    candidate = run(always, client)
+    # Seen closed before sending: the copy was sent once, on a new connection.
+    assert (candidate.connections, candidate.requests, candidate.answered) == (2, 2, 2)
+
+
+def test_a_copy_that_crossed_the_close_is_sent_once_more_on_a_new_connection() -> None:
+    async def client(connection: _Connection) -> None:
+        for _ in range(3):
+            assert await post(connection) == ANSWER
+
+    # Every connection's second request meets a close: each such copy is sent again.
+    candidate = run(lambda number, on_it: on_it == 1, client)
+    assert (candidate.connections, candidate.requests, candidate.answered) == (3, 5, 3)
+
+
+def test_a_copy_dropped_on_a_new_connection_fails_and_is_not_sent_again() -> None:
+    async def client(connection: _Connection) -> None:
+        with pytest.raises(IndexError):  # no status line: counted failed by the worker
+            await connection.post("/predict", HEADERS, BODY)
+
+    candidate = run(lambda number, on_it: False, client)
+    assert (candidate.connections, candidate.requests, candidate.answered) == (1, 1, 0)
+
+
+def test_a_copy_sent_again_and_dropped_again_fails() -> None:
+    async def client(connection: _Connection) -> None:
+        assert await post(connection) == ANSWER
+        with pytest.raises(IndexError):
+            await connection.post("/predict", HEADERS, BODY)
+
+    # The first connection answers once then drops; the second drops at once.
+    candidate = run(lambda number, on_it: number == 1 and on_it == 1, client)
+    assert (candidate.connections, candidate.requests, candidate.answered) == (2, 3, 1)
