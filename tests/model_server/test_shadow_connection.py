@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
-from modelops_server.shadow import _Connection
+from modelops_server.feedback import FeedbackStore
+from modelops_server.metrics import Metrics
+from modelops_server.settings import ServerSettings
+from modelops_server.shadow import Shadow, _Connection
 
 pytestmark = pytest.mark.integration
 
@@ -26,13 +30,14 @@ IDLE_S = 0.2  # the stand-in's keep-alive timeout (the candidate's is seconds)
 BODY = b'{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
 HEADERS = [("content-type", "application/json")]
 
-# (connection number, request number on it) → answer it?
-Answers = Callable[[int, int], bool]
+# (connection number, request number on it) → answer it?  Or the bytes to send, then close.
+Answers = Callable[[int, int], bool | bytes]
 
 
 class Candidate:
     """A server on loopback that answers requests of kept-alive connections, closes one idle
-    for IDLE_S, and closes unanswered the requests ``answers`` refuses."""
+    for IDLE_S, and closes unanswered the requests ``answers`` refuses (or after the bytes it
+    gives instead of the answer)."""
 
     def __init__(self, answers: Answers) -> None:
         self.answers = answers
@@ -61,8 +66,12 @@ class Candidate:
                 await reader.readexactly(length)
                 self.requests += 1
                 on_it += 1
-                if not self.answers(number, on_it):
+                answer = self.answers(number, on_it)
+                if answer is False:
                     return  # closed as the request arrived: it crossed the close
+                if answer is not True:
+                    writer.write(answer)
+                    return  # closed after a part of an answer
                 writer.write(OK)
                 await writer.drain()
                 self.answered += 1
@@ -82,6 +91,11 @@ def run(answers: Answers, client: Callable[[_Connection], Awaitable[object]]) ->
         return candidate
 
     return asyncio.run(scenario())
+
+
+async def answered(candidate: Candidate, count: int) -> None:
+    while candidate.answered < count:
+        await asyncio.sleep(0.01)
 
 
 def always(number: int, on_it: int) -> bool:
@@ -142,3 +156,29 @@ def test_a_copy_sent_again_and_dropped_again_fails() -> None:
     # The first connection answers once then drops; the second drops at once.
     candidate = run(lambda number, on_it: number == 1 and on_it == 1, client)
     assert (candidate.connections, candidate.requests, candidate.answered) == (2, 3, 1)
+
+
+def test_a_shadow_that_closes_mid_answer_counts_a_failure_and_the_worker_goes_on(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> bytes:
+        candidate = Candidate(lambda number, on_it: OK[:-10] if number == 1 else True)
+        url = f"http://127.0.0.1:{await candidate.start()}"
+        settings = ServerSettings(artifact_dir=tmp_path, shadow_url=url, shadow_concurrency=1)
+        metrics = Metrics()
+        shadow = Shadow(settings, metrics, FeedbackStore(10, 60))
+        shadow.start(None)  # type: ignore[arg-type]  # the model is not used by the copies
+        try:
+            shadow.copy("/predict", {}, BODY, "", ["setosa"])  # cut off mid-answer
+            shadow.copy("/predict", {}, BODY, "", ["setosa"])
+            # (Bounded: without the fix the worker had died and the second copy waits forever.)
+            await asyncio.wait_for(answered(candidate, 1), 10)
+            await asyncio.sleep(0.05)  # the worker compares the answer after reading it
+        finally:
+            shadow.stop()
+            candidate.server.close()
+        return metrics.render()
+
+    text = asyncio.run(scenario()).decode()
+    assert 'api_shadow_total{model_version="",result="failed",shadow_version=""} 1.0' in text
+    assert 'result="agree",shadow_version="v2"} 1.0' in text
