@@ -9,6 +9,8 @@ must not be lost (each lost copy would count as a failed shadow answer).
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -30,8 +32,10 @@ IDLE_S = 0.2  # the stand-in's keep-alive timeout (the candidate's is seconds)
 BODY = b'{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}'
 HEADERS = [("content-type", "application/json")]
 
-# (connection number, request number on it) → answer it?  Or the bytes to send, then close.
+# (connection number, request number on it) → answer it?  Or the bytes to send, then close;
+# RESET: a reset instead of an answer.
 Answers = Callable[[int, int], bool | bytes]
+RESET = b"reset"
 
 
 class Candidate:
@@ -69,6 +73,10 @@ class Candidate:
                 answer = self.answers(number, on_it)
                 if answer is False:
                     return  # closed as the request arrived: it crossed the close
+                if answer == RESET:  # closed with the request unread: the kernel resets
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
                 if answer is not True:
                     writer.write(answer)
                     return  # closed after a part of an answer
@@ -135,6 +143,15 @@ def test_a_copy_that_crossed_the_close_is_sent_once_more_on_a_new_connection() -
 
     # Every connection's second request meets a close: each such copy is sent again.
     candidate = run(lambda number, on_it: on_it == 1, client)
+    assert (candidate.connections, candidate.requests, candidate.answered) == (3, 5, 3)
+
+
+def test_a_copy_answered_by_a_reset_is_sent_once_more_on_a_new_connection() -> None:
+    async def client(connection: _Connection) -> None:
+        for _ in range(3):
+            assert await post(connection) == ANSWER
+
+    candidate = run(lambda number, on_it: True if on_it == 1 else RESET, client)
     assert (candidate.connections, candidate.requests, candidate.answered) == (3, 5, 3)
 
 

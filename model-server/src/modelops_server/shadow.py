@@ -62,6 +62,7 @@ class _Connection:
         reused = await self._open()
         first = await self._send(request)
         if not first and reused:
+            self.close()
             await self._open()
             first = await self._send(request)
         status = int(first.split(b" ", 2)[1])
