@@ -22,6 +22,8 @@ from pathlib import Path
 
 import uvicorn
 
+from modelops_testenv import http_standin
+
 
 def classify(row: list[float]) -> str:
     _sl, _sw, pl, pw = row
@@ -110,35 +112,26 @@ def answer(behaviour: str, path: str, body: bytes):
 
 
 async def drop_kept(port: int) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            for answered in range(2):
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length:")
-                )
-                body = await reader.readexactly(length)
-                if answered:
-                    break  # the second request: closed without a byte of an answer
-                path = head.split(b" ")[1].decode()
-                status, doc = answer("predict", path, body)
-                payload = json.dumps(doc).encode()
-                writer.write(
-                    f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(payload)}\r\n\r\n".encode()
-                    + payload
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    seen: dict[asyncio.StreamWriter, int] = {}
 
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    async with server:
-        await server.serve_forever()
+    async def respond(request: bytes, writer: asyncio.StreamWriter) -> str | None:
+        seen[writer] = seen.get(writer, 0) + 1
+        if seen[writer] > 1:
+            return "close"  # the second request: closed without a byte of an answer
+        head, _, body = request.partition(b"\r\n\r\n")
+        status, doc = answer("predict", head.split(b" ")[1].decode(), body)
+        payload = json.dumps(doc).encode()
+        writer.write(
+            f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        await writer.drain()
+        return None
+
+    served = await http_standin.serve(respond, port=port)
+    async with served.server:
+        await served.server.serve_forever()
 
 
 def main() -> None:

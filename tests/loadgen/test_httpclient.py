@@ -15,6 +15,7 @@ from modelops_loadgen.httpclient import (
     ProtocolError,
     RequestTimeout,
 )
+from modelops_testenv import http_standin
 
 pytestmark = pytest.mark.integration
 
@@ -23,31 +24,9 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\
 
 async def _serve(responder):
     """Start a server whose handler gets (request bytes, writer); returns (server, port)."""
-    requests: list[bytes] = []
-    connections: list[int] = []
-
-    async def handle(reader, writer):
-        connections.append(1)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                body = await reader.readexactly(length)
-                requests.append(head + body)
-                if await responder(head + body, writer) == "close":
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    serve_state[port] = connections
-    return server, port, requests
+    served = await http_standin.serve(responder)
+    serve_state[served.port] = served.connections
+    return served.server, served.port, served.requests
 
 
 serve_state: dict[int, list[int]] = {}

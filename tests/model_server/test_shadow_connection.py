@@ -20,6 +20,7 @@ from modelops_server.feedback import FeedbackStore
 from modelops_server.metrics import Metrics
 from modelops_server.settings import ServerSettings
 from modelops_server.shadow import Shadow, _Connection
+from modelops_testenv import http_standin
 
 pytestmark = pytest.mark.integration
 
@@ -45,46 +46,39 @@ class Candidate:
 
     def __init__(self, answers: Answers) -> None:
         self.answers = answers
-        self.connections = 0
-        self.requests = 0
+        self.seen: dict[asyncio.StreamWriter, tuple[int, int]] = {}  # → (number, on it)
         self.answered = 0
 
     async def start(self) -> int:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
+        self.served = await http_standin.serve(self._respond, idle=IDLE_S)
+        self.server = self.served.server
+        return self.served.port
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        number, on_it = self.connections, 0
-        try:
-            while True:
-                try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_S)
-                except (TimeoutError, asyncio.IncompleteReadError):
-                    return  # idle past the keep-alive timeout, or the client left
-                length = next(
-                    int(line.split(b":", 1)[1])
-                    for line in head.lower().split(b"\r\n")
-                    if line.startswith(b"content-length:")
-                )
-                await reader.readexactly(length)
-                self.requests += 1
-                on_it += 1
-                answer = self.answers(number, on_it)
-                if answer is False:
-                    return  # closed as the request arrived: it crossed the close
-                if answer == RESET:  # closed with the request unread: the kernel resets
-                    sock = writer.get_extra_info("socket")
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    return
-                if answer is not True:
-                    writer.write(answer)
-                    return  # closed after a part of an answer
-                writer.write(OK)
-                await writer.drain()
-                self.answered += 1
-        finally:
-            writer.close()
+    @property
+    def connections(self) -> int:
+        return len(self.served.connections)
+
+    @property
+    def requests(self) -> int:
+        return len(self.served.requests)
+
+    async def _respond(self, request: bytes, writer: asyncio.StreamWriter) -> str | None:
+        number, on_it = self.seen.get(writer, (len(self.seen) + 1, 0))
+        self.seen[writer] = (number, on_it + 1)
+        answer = self.answers(number, on_it + 1)
+        if answer is False:
+            return "close"  # closed as the request arrived: it crossed the close
+        if answer == RESET:  # closed with the request unread: the kernel resets
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return "close"
+        if answer is not True:
+            writer.write(answer)
+            return "close"  # closed after a part of an answer
+        writer.write(OK)
+        await writer.drain()
+        self.answered += 1
+        return None
 
 
 def run(answers: Answers, client: Callable[[_Connection], Awaitable[object]]) -> Candidate:
